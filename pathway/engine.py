@@ -1,0 +1,621 @@
+"""The engine: the unit of work that records events, and the read models coordinators use.
+
+Recording one event is one transaction: check the envelope -> idempotency key -> guards ->
+transition -> append to the event log -> update the snapshot with an optimistic version check ->
+reconcile the reminders. A refused or invalid event changes nothing but the audit log.
+`record_many` streams a large import: many events per transaction, each event all-or-nothing in
+its own savepoint, results handed back only once their batch is committed.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from pathway import clock as clocks
+from pathway.config import database_url
+from pathway.errors import (
+    ConcurrentUpdate,
+    ConfigurationError,
+    EventRefused,
+    InvalidEvent,
+    StorageError,
+    UnknownPatient,
+)
+from persistence import db
+from persistence.repository import NewEvent, Repository, StaleVersion, StoredEvent, WriteTx
+from states.events import PATIENT_ID, Event, EventValidationError, parse_event
+from states.facts import Snapshot
+from states.pathway import decide, decide_void, replay, voided_target
+from states.plan import FULFILLED_BY, Planned, project
+from states.policy import DEFAULT_POLICY, Policy
+from states.rules import Reason
+from states.vocabulary import EventType, Severity, Status
+
+log = logging.getLogger("pathway")
+
+MAX_STORED_INVALID = 16_000  # characters of an invalid submission kept in the audit log
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What happened to one submitted event."""
+
+    status: Status
+    patient: str | None = None
+    type: str | None = None
+    state: str | None = None
+    reasons: tuple[Reason, ...] = ()
+    error: str | None = None
+    errors: tuple[tuple[str, str], ...] = ()
+    event_id: int | None = None
+    version: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Accepted, or a duplicate of an accepted event."""
+        return self.status in (Status.accepted, Status.duplicate)
+
+    def raise_for_status(self) -> Result:
+        if self.status is Status.invalid:
+            raise InvalidEvent(self.error or "invalid event", self.errors)
+        if self.status is Status.refused:
+            codes = ", ".join(r.code for r in self.reasons)
+            raise EventRefused(f"{self.type} for {self.patient} refused: {codes}", self.reasons)
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "patient": self.patient,
+            "type": self.type,
+            "status": str(self.status),
+            "state": self.state,
+            "reasons": [r.as_dict() for r in self.reasons],
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Reminder:
+    key: str
+    patient: str
+    kind: str
+    due_on: date
+    notify_at: datetime
+    status: str
+    detail: str
+    state: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {
+            "key": self.key,
+            "patient": self.patient,
+            "kind": self.kind,
+            "due_on": self.due_on.isoformat(),
+            "notify_at": self.notify_at.isoformat().replace("+00:00", "Z"),
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if self.state is not None:
+            out["state"] = self.state
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One line of a patient's audit history (accepted or not)."""
+
+    id: int
+    type: str | None
+    on: date | None
+    status: str
+    by: str | None
+    recorded_at: datetime
+    reasons: tuple[dict[str, str], ...]
+    data: dict[str, Any]
+    note: str = ""
+    override: tuple[dict[str, str], ...] = ()
+    key: str | None = None
+    error: str | None = None
+    state_after: str | None = None
+    voided_by: int | None = None
+    void_of: int | None = None
+
+    @property
+    def voided(self) -> bool:
+        return self.voided_by is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "type": self.type,
+            "on": self.on.isoformat() if self.on else None,
+            "status": self.status,
+            "by": self.by,
+            "recorded_at": self.recorded_at.isoformat().replace("+00:00", "Z"),
+            "state": self.state_after,
+            "data": self.data,
+            "reasons": list(self.reasons),
+        }
+        if self.note:
+            out["note"] = self.note
+        if self.override:
+            out["override"] = list(self.override)
+        if self.key:
+            out["key"] = self.key
+        if self.error:
+            out["error"] = self.error
+        if self.status == Status.accepted:
+            out["voided"] = self.voided
+            if self.voided_by is not None:
+                out["voided_by"] = self.voided_by
+        if self.void_of is not None:
+            out["void_of"] = self.void_of
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class PatientView:
+    patient: str
+    primary: str
+    state: str
+    version: int
+    history: tuple[HistoryEntry, ...]
+    reminders: tuple[Reminder, ...]
+    advice: tuple[dict[str, Any], ...]
+    snapshot: Snapshot = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "patient": self.patient,
+            "primary": self.primary,
+            "state": self.state,
+            "version": self.version,
+            "history": [h.as_dict() for h in self.history],
+            "reminders": [
+                {k: v for k, v in r.as_dict().items() if k in ("key", "kind", "due_on", "notify_at", "status", "detail")}
+                for r in self.reminders
+            ],
+            "advice": list(self.advice),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class WorklistItem:
+    reminder: Reminder
+    days: int  # due_on - today: negative when overdue
+
+    @property
+    def overdue(self) -> bool:
+        return self.days < 0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = self.reminder.as_dict()
+        out["days"] = self.days
+        out["overdue"] = self.overdue
+        return out
+
+
+@dataclass(slots=True)
+class _Loaded:
+    version: int
+    snapshot: Snapshot
+    planned: list[Planned]
+
+
+class Engine:
+    """The care-pathway engine: record events, read patients, worklists and histories.
+
+    >>> engine = Engine.open("sqlite:///pathway.db")            # doctest: +SKIP
+    >>> engine.record({"patient": "P1", "type": "referral", "on": "2026-01-05",
+    ...                "data": {"primary": "colorectal"}}).status  # doctest: +SKIP
+    <Status.accepted: 'accepted'>
+    """
+
+    def __init__(self, repository: Repository, policy: Policy = DEFAULT_POLICY, clock: clocks.Clock | None = None):
+        self.repository = repository
+        self.policy = policy
+        self.clock = clock or clocks.system_clock
+        self.default_by = _os_user()
+
+    @classmethod
+    def open(
+        cls,
+        url: str | None = None,
+        policy: Policy | None = None,
+        clock: clocks.Clock | None = None,
+    ) -> Engine:
+        """Open (and on first use create and migrate) the database at `url`.
+
+        `url` defaults to PATHWAY_DB, then sqlite:///pathway.db; `policy` to the spec's defaults;
+        `clock` to PATHWAY_NOW if set, else the system clock.
+        """
+        try:
+            repository = Repository.open(database_url(url))
+        except (db.SchemaError, db.DatabaseUnavailable) as exc:
+            raise StorageError(str(exc)) from exc
+        except sa.exc.ArgumentError as exc:
+            raise ConfigurationError(f"bad database URL: {exc}") from exc
+        except sa.exc.OperationalError as exc:
+            raise StorageError(f"cannot open the database: {exc.orig}") from exc
+        return cls(repository, policy or DEFAULT_POLICY, clock or clocks.from_environment())
+
+    def close(self) -> None:
+        self.repository.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- time ----------------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def today(self) -> date:
+        return clocks.local_today(self.clock(), self.policy.zone)
+
+    # -- recording -----------------------------------------------------------------------------
+
+    def record(
+        self,
+        event: Mapping[str, Any] | Event,
+        *,
+        by: str | None = None,
+        expected_version: int | None = None,
+    ) -> Result:
+        """Record one event in its own transaction.
+
+        Returns the result (accepted, refused with reasons, duplicate, invalid). Raises
+        `ConcurrentUpdate` when another writer changed the patient first (nothing is stored: read
+        again and retry), or when `expected_version` (the version the caller looked at) is stale.
+        """
+        now = self.clock()
+        today = clocks.local_today(now, self.policy.zone)
+        try:
+            with self.repository.write() as tx:
+                return self._record(tx, event, by, now, today, expected_version, None)
+        except StaleVersion as exc:
+            raise ConcurrentUpdate(str(exc)) from exc
+        except sa.exc.OperationalError as exc:
+            raise StorageError(f"database error while recording: {exc.orig}") from exc
+
+    def record_many(
+        self,
+        events: Iterable[Mapping[str, Any] | Event],
+        *,
+        by: str | None = None,
+        batch_size: int = 500,
+        retries: int = 3,
+    ) -> Iterator[Result]:
+        """Record a stream of events in order, in batches of one transaction each.
+
+        Each event is still all-or-nothing. Results are yielded once their batch is committed, so
+        a result that says accepted is stored. Memory stays constant whatever the stream's length.
+        A concurrent writer on the same patient is retried (`retries` times) against the new state.
+        """
+        iterator = iter(events)
+        while True:
+            batch = [item for _, item in zip(range(batch_size), iterator, strict=False)]
+            if not batch:
+                return
+            results = self._record_batch(batch, by, retries)
+            yield from results
+
+    def _record_batch(self, batch: list[Any], by: str | None, retries: int) -> list[Result]:
+        for attempt in range(retries + 1):
+            now = self.clock()
+            today = clocks.local_today(now, self.policy.zone)
+            cache: dict[str, _Loaded] = {}
+            results: list[Result] = []
+            try:
+                with self.repository.write() as tx:
+                    for item in batch:
+                        results.append(self._record(tx, item, by, now, today, None, cache))
+                return results
+            except StaleVersion as exc:
+                if attempt == retries:
+                    raise ConcurrentUpdate(str(exc)) from exc
+                log.info("batch retried after a concurrent update (attempt %d)", attempt + 1)
+                time.sleep(0.01 * (attempt + 1))
+            except sa.exc.OperationalError as exc:
+                raise StorageError(f"database error while recording: {exc.orig}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _load(self, tx: WriteTx, patient: str, cache: dict[str, _Loaded] | None) -> _Loaded | None:
+        if cache is not None and patient in cache:
+            return cache[patient]
+        stored = tx.patient(patient)
+        if stored is None:
+            return None
+        snapshot = Snapshot.from_dict(stored.snapshot)
+        loaded = _Loaded(stored.version, snapshot, project(snapshot, self.policy))
+        if cache is not None:
+            cache[patient] = loaded
+        return loaded
+
+    def _record(
+        self,
+        tx: WriteTx,
+        raw: Mapping[str, Any] | Event,
+        by: str | None,
+        now: datetime,
+        today: date,
+        expected_version: int | None,
+        cache: dict[str, _Loaded] | None,
+    ) -> Result:
+        try:
+            event = parse_event(raw)
+        except EventValidationError as exc:
+            return self._invalid(tx, raw, exc.errors, by, now, None, None)
+        by = event.by or by or self.default_by
+        loaded = self._load(tx, event.patient, cache)
+        version = loaded.version if loaded else 0
+        if expected_version is not None and expected_version != version:
+            raise StaleVersion(
+                f"patient {event.patient} is at version {version}, not {expected_version}: read it again"
+            )
+        snapshot = loaded.snapshot if loaded else None
+        state = str(snapshot.state) if snapshot else None
+
+        if event.key is not None and snapshot is not None:
+            first = tx.accepted_with_key(event.patient, event.key)
+            if first is not None:
+                if first.content_hash == event.content_hash():
+                    tx.append(self._row(Status.duplicate, event, by, now, state=state, refers_to=first.id,
+                                        reasons=first.reasons))
+                    reasons = tuple(Reason(r["code"], Severity(r["severity"]), r["message"], r["source"])
+                                    for r in first.reasons)
+                    return Result(Status.duplicate, event.patient, str(event.type), state, reasons,
+                                  event_id=first.id, version=version)
+                return self._invalid(
+                    tx, raw, [("key", f"{event.key!r} is already bound to event #{first.id} ({first.type} on "
+                                      f"{first.on}) with different content; use a new key")],
+                    by, now, event, state,
+                )
+
+        refers_to = None
+        try:
+            if event.type is EventType.void:
+                stored_history = tx.events(event.patient, accepted_only=True) if snapshot else []
+                history = [parse_event(e.payload) for e in stored_history]
+                outcome = decide_void(history, snapshot, event, self.policy, today)
+                refers_to = stored_history[voided_target(history)].id
+            else:
+                outcome = decide(snapshot, event, self.policy, today)
+        except EventValidationError as exc:
+            return self._invalid(tx, raw, exc.errors, by, now, event, state)
+
+        if outcome.status is Status.refused:
+            event_id = tx.append(self._row(Status.refused, event, by, now, state=state,
+                                           reasons=[r.as_dict() for r in outcome.reasons]))
+            log.info("refused %s patient=%s codes=%s", event.type, event.patient,
+                     ",".join(r.code for r in outcome.reasons))
+            return Result(Status.refused, event.patient, str(event.type), state, outcome.reasons,
+                          event_id=event_id, version=version)
+
+        new = outcome.snapshot
+        new_version = version + 1
+        planned = project(new, self.policy)
+        old_planned = loaded.planned if loaded else []
+        fulfils = {p.key: ("done" if event.type in FULFILLED_BY[p.kind] else "cancelled") for p in old_planned}
+        with tx.event():
+            # the snapshot first: its version check (and row lock) orders concurrent writers
+            tx.save_patient(
+                patient=event.patient, primary=new.primary, state=str(new.state), snapshot=new.as_dict(),
+                referred_on=new.referred_on, latest_on=new.latest_on, version=new_version, now=now,
+            )
+            try:
+                event_id = tx.append(self._row(Status.accepted, event, by, now, state=str(new.state),
+                                               reasons=[r.as_dict() for r in outcome.reasons],
+                                               version=new_version, refers_to=refers_to))
+            except sa.exc.IntegrityError as exc:  # the same key bound by a concurrent writer
+                raise StaleVersion(f"patient {event.patient}: key {event.key!r} was bound concurrently") from exc
+            tx.reconcile(old_planned, planned, closed_status=fulfils, closed_by=event_id, now=now)
+        if cache is not None:
+            cache[event.patient] = _Loaded(new_version, new, planned)
+        log.debug("accepted %s patient=%s state=%s", event.type, event.patient, new.state)
+        return Result(Status.accepted, event.patient, str(event.type), str(new.state), outcome.reasons,
+                      event_id=event_id, version=new_version)
+
+    def _row(
+        self,
+        status: Status,
+        event: Event,
+        by: str | None,
+        now: datetime,
+        *,
+        state: str | None,
+        reasons: Any = (),
+        version: int | None = None,
+        refers_to: int | None = None,
+    ) -> NewEvent:
+        return NewEvent(
+            status=str(status), payload=event.as_dict(), recorded_at=now, patient=event.patient,
+            type=str(event.type), on=event.on, by=by, key=event.key, content_hash=event.content_hash(),
+            reasons=list(reasons), state_after=state, version=version, refers_to=refers_to,
+        )
+
+    def _invalid(
+        self,
+        tx: WriteTx,
+        raw: Any,
+        errors: list[tuple[str, str]],
+        by: str | None,
+        now: datetime,
+        event: Event | None,
+        state: str | None,
+    ) -> Result:
+        message = "; ".join(f"{f}: {m}" if f else m for f, m in errors)
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8", errors="replace")
+        if isinstance(raw, str):
+            try:
+                raw = json.loads(raw)
+            except ValueError:
+                raw = {"submitted": raw}
+        patient = event.patient if event else _field(raw, "patient")
+        if patient is not None and not PATIENT_ID.match(patient):
+            patient = None
+        kind = str(event.type) if event else _field(raw, "type")
+        if kind is not None and len(kind) > 32:
+            kind = None
+        payload = raw.as_dict() if isinstance(raw, Event) else raw
+        text = json.dumps(payload, default=str) if isinstance(payload, Mapping | list) else repr(payload)
+        if len(text) > MAX_STORED_INVALID:
+            payload = {"truncated": text[:MAX_STORED_INVALID]}
+        elif not isinstance(payload, Mapping):
+            payload = {"submitted": text}
+        if state is None and patient is not None and event is None:
+            stored = tx.patient(patient)
+            state = stored.state if stored else None
+        with tx.event():
+            event_id = tx.append(NewEvent(
+                status=str(Status.invalid), payload=json.loads(json.dumps(payload, default=str)), recorded_at=now,
+                patient=patient, type=kind, on=event.on if event else None, by=by, key=event.key if event else None,
+                error=message, state_after=state,
+            ))
+        log.info("invalid event patient=%s type=%s fields=%s", patient, kind, ",".join(f for f, _ in errors))
+        return Result(Status.invalid, patient, kind, state, (), message, tuple(errors), event_id=event_id)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def show(self, patient: str) -> PatientView:
+        """The patient's state, full history (refusals included), pending reminders and advice."""
+        with self.repository.read() as tx:
+            stored = tx.patient(patient)
+            if stored is None:
+                raise UnknownPatient(patient)
+            events = tx.events(patient)
+            reminders = tx.reminders(patient)
+        snapshot = Snapshot.from_dict(stored.snapshot)
+        history = _history(events)
+        advice = tuple(
+            {**reason, "on": entry.on.isoformat() if entry.on else None, "event": entry.id, "type": entry.type}
+            for entry in history
+            if entry.status == Status.accepted and not entry.voided
+            for reason in entry.reasons
+            if reason.get("severity") == Severity.advice
+        )
+        return PatientView(
+            patient=patient,
+            primary=snapshot.primary,
+            state=stored.state,
+            version=stored.version,
+            history=tuple(history),
+            reminders=tuple(_reminder(r) for r in reminders),
+            advice=advice,
+            snapshot=snapshot,
+        )
+
+    def history(self, patient: str) -> list[HistoryEntry]:
+        with self.repository.read() as tx:
+            events = tx.events(patient)
+        if not events:
+            raise UnknownPatient(patient)
+        return _history(events)
+
+    def reminders(self, patient: str, statuses: Iterable[str] | None = ("pending",)) -> list[Reminder]:
+        with self.repository.read() as tx:
+            if tx.patient(patient) is None:
+                raise UnknownPatient(patient)
+            return [_reminder(r) for r in tx.reminders(patient, statuses)]
+
+    def worklist(self, today: date | None = None, days: int = 7, *, limit: int | None = None) -> list[WorklistItem]:
+        """Pending reminders due by `today` + `days`, overdue first."""
+        if days < 0:
+            raise ValueError("days must not be negative")
+        today = today or self.today()
+        with self.repository.read() as tx:
+            rows = tx.due_by(today + timedelta(days=days), limit=limit)
+        return [WorklistItem(_reminder(r), (r.due_on - today).days) for r in rows]
+
+    def patients(self, state: str | None = None) -> list[tuple[str, str]]:
+        with self.repository.read() as tx:
+            return tx.patients(state)
+
+    def counts_by_state(self) -> dict[str, int]:
+        with self.repository.read() as tx:
+            return tx.counts_by_state()
+
+    # -- integrity -----------------------------------------------------------------------------
+
+    def verify(self, patient: str) -> list[str]:
+        """Replay the patient's accepted history: differences from the stored snapshot and pending
+        reminders (an empty list when they agree exactly)."""
+        with self.repository.read() as tx:
+            stored = tx.patient(patient)
+            if stored is None:
+                raise UnknownPatient(patient)
+            events = tx.events(patient, accepted_only=True)
+            reminders = tx.reminders(patient)
+        problems = []
+        replayed = replay([parse_event(e.payload) for e in events], self.policy)
+        assert replayed is not None
+        if replayed.as_dict() != stored.snapshot:
+            a, b = replayed.as_dict(), stored.snapshot
+            keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            problems.append(f"snapshot differs in {', '.join(keys)}")
+        if str(replayed.state) != stored.state:
+            problems.append(f"state {stored.state} stored, {replayed.state} replayed")
+        if stored.version != len(events):
+            problems.append(f"version {stored.version} but {len(events)} accepted events")
+        want = {(p.key, p.kind, p.due_on, p.notify_at) for p in project(replayed, self.policy)}
+        have = {(r.key, r.kind, r.due_on, r.notify_at) for r in reminders}
+        if want != have:
+            problems.append(f"reminders differ: missing {sorted(want - have)}, extra {sorted(have - want)}")
+        return problems
+
+
+def _reminder(r: Any) -> Reminder:
+    return Reminder(r.key, r.patient, r.kind, r.due_on, r.notify_at, r.status, r.detail, r.state)
+
+
+def _history(events: list[StoredEvent]) -> list[HistoryEntry]:
+    voided_by: dict[int, int] = {}
+    stack: list[int] = []
+    for e in events:
+        if e.status != Status.accepted:
+            continue
+        if e.type == EventType.void:
+            voided_by[stack.pop()] = e.id
+        else:
+            stack.append(e.id)
+    out = []
+    for e in events:
+        payload = e.payload if isinstance(e.payload, dict) else {}
+        data = payload.get("data") if e.status != Status.invalid else payload
+        out.append(HistoryEntry(
+            id=e.id, type=e.type, on=e.on, status=e.status, by=e.by, recorded_at=e.recorded_at,
+            reasons=tuple(e.reasons), data=data if isinstance(data, dict) else {},
+            note=payload.get("note", "") if e.status != Status.invalid else "",
+            override=tuple(payload.get("override", ())) if e.status != Status.invalid else (),
+            key=e.key, error=e.error, state_after=e.state_after, voided_by=voided_by.get(e.id),
+            void_of=e.refers_to if e.type == EventType.void and e.status == Status.accepted else None,
+        ))
+    return out
+
+
+def _field(raw: Any, name: str) -> str | None:
+    if isinstance(raw, Mapping):
+        value = raw.get(name)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        return "unknown"

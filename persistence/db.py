@@ -1,0 +1,140 @@
+"""Database engines and migrations: SQLite by default, PostgreSQL (psycopg 3) with the same code.
+
+SQLite gets, on every connection and in this order: a busy timeout, WAL, synchronous=FULL (the
+audit log must survive a power loss) and foreign keys; write transactions start with BEGIN
+IMMEDIATE so that two writers queue instead of failing half-way. The schema is managed by
+Alembic (persistence/migrations); an empty database is migrated on first use, an outdated one is
+refused with the command that upgrades it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+BUSY_TIMEOUT_MS = 30_000
+
+
+class SchemaError(RuntimeError):
+    """The database schema is not the one this version needs."""
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached or opened."""
+
+
+def normalize_url(url: str) -> str:
+    """Accept the usual spellings: postgres://, postgresql:// -> psycopg 3; a bare path -> SQLite."""
+    if "://" not in url:
+        return f"sqlite:///{url}"
+    scheme, rest = url.split("://", 1)
+    if scheme in ("postgres", "postgresql"):
+        return f"postgresql+psycopg://{rest}"
+    return url
+
+
+def create(url: str, **kwargs: Any) -> sa.Engine:
+    url = normalize_url(url)
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            folder = Path(database).expanduser().resolve().parent
+            if not folder.is_dir():
+                raise DatabaseUnavailable(
+                    f"cannot create the SQLite database {database}: folder {folder} does not exist"
+                )
+        engine = sa.create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000}, **kwargs)
+        _sqlite_events(engine)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+    raise DatabaseUnavailable(f"unsupported database URL scheme '{parsed.drivername}': use sqlite:/// or postgresql://")
+
+
+def _sqlite_events(engine: sa.Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (below)
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        if conn.get_execution_options().get("pathway_write"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+
+def is_sqlite(engine: sa.Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def alembic_config(engine: sa.Engine | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    if engine is not None:
+        cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: sa.Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: sa.Engine, revision: str = "head") -> None:
+    """Apply the migrations up to `revision` (`pathway db upgrade`)."""
+    cfg = alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def ensure_schema(engine: sa.Engine) -> None:
+    """Migrate an empty database; refuse one at another revision with the command that fixes it."""
+    try:
+        current = current_revision(engine)
+    except sa.exc.OperationalError as exc:
+        raise DatabaseUnavailable(f"cannot open the database {engine.url.render_as_string()}: {exc.orig}") from exc
+    head = head_revision()
+    if current == head:
+        return
+    if current is None:
+        with engine.connect() as conn:
+            existing = sa.inspect(conn).get_table_names()
+        if existing:
+            raise SchemaError(
+                f"the database {engine.url.render_as_string()} has tables ({', '.join(sorted(existing)[:5])}) "
+                "but no pathway schema version: use an empty database or a pathway database"
+            )
+        upgrade(engine)
+        return
+    known = {rev.revision for rev in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    if current not in known:
+        raise SchemaError(
+            f"the database is at schema revision {current}, which this version of pathway does not know "
+            "(it was written by a newer version): upgrade pathway"
+        )
+    raise SchemaError(
+        f"the database is at schema revision {current}, this version needs {head}: "
+        "run `pathway db upgrade` (back the database up first)"
+    )

@@ -1,0 +1,127 @@
+"""The schema: patients (snapshot + version), the append-only event log, and reminders.
+
+SQLModel table modules must not use `from __future__ import annotations` (sqlmodel issue #196).
+Instants are stored in UTC and come back timezone-aware; clinical dates are plain dates.
+"""
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware UTC instant on every backend (SQLite keeps no zone, so we keep UTC)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise ValueError(f"instants must be timezone-aware datetimes, got {value!r}")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _instant(nullable: bool = False) -> Any:
+    return Field(sa_type=UTCDateTime(), nullable=nullable)
+
+
+class PatientRow(SQLModel, table=True):
+    """One row per patient: the current snapshot, for fast reads, with an optimistic version."""
+
+    __tablename__ = "patient"
+
+    id: str = Field(primary_key=True, max_length=64)
+    primary_tumour: str = Field(max_length=32)
+    state: str = Field(max_length=32, index=True)
+    #: Incremented by every accepted event; a writer updates only the version it read.
+    version: int
+    #: The snapshot (states.facts.Snapshot.as_dict) as JSON text.
+    snapshot: str = Field(sa_type=sa.Text())
+    referred_on: date
+    latest_on: date
+    created_at: datetime = _instant()
+    updated_at: datetime = _instant()
+
+
+class EventRow(SQLModel, table=True):
+    """The audit log: every event submitted, accepted or not. Append-only (triggers refuse changes)."""
+
+    __tablename__ = "event_log"
+    __table_args__ = (
+        sa.Index("ix_event_log_patient_id", "patient", "id"),
+        sa.Index(
+            "ux_event_log_accepted_key",
+            "patient",
+            "idem_key",
+            unique=True,
+            sqlite_where=sa.text("status = 'accepted' AND idem_key IS NOT NULL"),
+            postgresql_where=sa.text("status = 'accepted' AND idem_key IS NOT NULL"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    #: The patient id when the event names a well-formed one (invalid events may not).
+    patient: str | None = Field(default=None, max_length=64)
+    type: str | None = Field(default=None, max_length=32)
+    event_on: date | None = None
+    #: accepted | refused | duplicate | invalid
+    status: str = Field(max_length=16)
+    recorded_by: str | None = Field(default=None, max_length=128)
+    idem_key: str | None = Field(default=None, max_length=200)
+    content_hash: str | None = Field(default=None, max_length=64)
+    #: The event as checked (accepted, refused, duplicate) or as submitted (invalid), JSON.
+    payload: str = Field(sa_type=sa.Text())
+    #: Reasons returned: [{code, severity, message, source}], JSON.
+    reasons: str = Field(default="[]", sa_type=sa.Text())
+    error: str | None = Field(default=None, sa_type=sa.Text())
+    state_after: str | None = Field(default=None, max_length=32)
+    #: The patient's version after an accepted event.
+    version: int | None = None
+    #: For a void: the id of the event it undid. For a duplicate: the id of the first event.
+    refers_to: int | None = None
+    recorded_at: datetime = _instant()
+
+
+class ReminderRow(SQLModel, table=True):
+    """A reminder of the projected care plan, reconciled with every accepted event."""
+
+    __tablename__ = "reminder"
+    __table_args__ = (
+        sa.Index("ix_reminder_status_due", "status", "due_on"),
+        sa.Index("ix_reminder_status_notify", "status", "notify_at"),
+        sa.Index("ix_reminder_patient_status", "patient", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    #: Stable key of the planned thing, e.g. "P1:chemo_cycle:2:3"; receivers de-duplicate on it.
+    key: str = Field(max_length=200, unique=True)
+    patient: str = Field(foreign_key="patient.id", max_length=64)
+    kind: str = Field(max_length=32)
+    due_on: date
+    notify_at: datetime = _instant()
+    #: pending | done | cancelled
+    status: str = Field(max_length=16)
+    detail: str = Field(default="", max_length=500)
+    created_at: datetime = _instant()
+    updated_at: datetime = _instant()
+    #: The event that closed it (done or cancelled).
+    closed_by: int | None = None
+
+
+metadata = SQLModel.metadata
+patient_table: sa.Table = PatientRow.__table__  # type: ignore[attr-defined]
+event_table: sa.Table = EventRow.__table__  # type: ignore[attr-defined]
+reminder_table: sa.Table = ReminderRow.__table__  # type: ignore[attr-defined]

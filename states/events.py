@@ -1,0 +1,422 @@
+"""The event envelope and the `data` of every event type, as checked values (spec section 1 and 3).
+
+`parse_event` turns one JSON object into an `Event` or raises `EventValidationError` whose
+`errors` name each bad field and say how to fix it. Inputs are strict: unknown fields, wrong types
+(a number for a date, a string for a boolean) and out-of-range values are refused, never coerced.
+Checks that need the patient's history (dates in order, a known patient, the clock) are not here:
+they are in `states.pathway`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    model_validator,
+)
+
+from states.rules import RULES
+from states.vocabulary import (
+    Biologic,
+    Bookable,
+    Braf,
+    DischargeReason,
+    EventType,
+    Extent,
+    Extrahepatic,
+    Finding,
+    Liver,
+    Margin,
+    Msi,
+    PathologicalResponse,
+    Plan,
+    Primary,
+    Procedure,
+    Ras,
+    Regimen,
+    Resectability,
+    Response,
+    Risk,
+    Sidedness,
+    Site,
+    StopReason,
+    Technique,
+)
+
+PATIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class EventValidationError(ValueError):
+    """The event does not fit the contract. `errors` is a list of (field, message) pairs."""
+
+    def __init__(self, errors: list[tuple[str, str]]):
+        self.errors = errors
+        super().__init__("; ".join(f"{field}: {message}" if field else message for field, message in errors))
+
+
+def _iso_date(value: Any) -> date:
+    if isinstance(value, datetime):
+        raise ValueError("must be a date YYYY-MM-DD, not a date and time")
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not _ISO_DATE.match(value):
+        raise ValueError(f"must be a date YYYY-MM-DD, got {value!r}")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a real calendar date") from None
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+Percent = Annotated[float, Field(strict=True, ge=0, le=100)]
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReferralData(_Data):
+    primary: Primary
+    centre: Annotated[str, Field(max_length=200)] | None = None
+    high_volume_centre: StrictBool = True
+    prior_chemo: StrictBool = False
+
+
+class MdtScheduledData(_Data):
+    meeting_on: IsoDate
+
+
+class MdtDecisionData(_Data):
+    attendees: Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]], Field(min_length=1)]
+    plan: Plan
+    extent: Extent = Extent.major
+    resectability: Resectability
+    complete_resection_feasible: StrictBool | None = None
+    operative_risk: Risk | None = None
+    extrahepatic: Extrahepatic = Extrahepatic.none
+    flr_percent: Percent | None = None
+    liver: Liver = Liver.normal
+    lesion_count: Annotated[int, Field(strict=True, ge=1, le=1000)] | None = None
+    largest_lesion_cm: Annotated[float, Field(strict=True, gt=0, le=50)] | None = None
+    bilobar: StrictBool | None = None
+    regimen: Regimen | None = None
+    biologic: Biologic = Biologic.none
+    ras: Ras | None = None
+    sidedness: Sidedness | None = None
+
+    @model_validator(mode="after")
+    def _surgical_fields(self) -> MdtDecisionData:
+        if self.plan not in (Plan.systemic_therapy, Plan.surveillance):
+            missing = [
+                name
+                for name in ("complete_resection_feasible", "operative_risk")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"plan {self.plan} needs {' and '.join(missing)} "
+                    "(required unless plan is systemic_therapy or surveillance)"
+                )
+        return self
+
+
+class CycleGivenData(_Data):
+    cycle: Annotated[int, Field(strict=True, ge=1, le=1000)] | None = None
+    regimen: Regimen | None = None
+    biologic: Biologic | None = None
+
+
+class CycleDelayedData(_Data):
+    days: Annotated[int, Field(strict=True, ge=1, le=56)] | None = None
+    until: IsoDate | None = None
+    reason: Annotated[str, Field(strict=True, min_length=1, max_length=2000)]
+
+    @model_validator(mode="after")
+    def _one_of(self) -> CycleDelayedData:
+        if (self.days is None) == (self.until is None):
+            raise ValueError("give exactly one of 'days' (1-56) or 'until' (a date)")
+        return self
+
+
+class ChemoStoppedData(_Data):
+    reason: StopReason
+
+
+class BiomarkerData(_Data):
+    ras: Ras | None = None
+    braf: Braf | None = None
+    msi: Msi | None = None
+    sidedness: Sidedness | None = None
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> BiomarkerData:
+        if all(getattr(self, name) is None for name in ("ras", "braf", "msi", "sidedness")):
+            raise ValueError("give at least one of ras, braf, msi, sidedness")
+        return self
+
+
+class BookedData(_Data):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+
+    what: Bookable
+    for_: IsoDate = Field(alias="for")
+
+
+class RestagingData(_Data):
+    response: Response
+    resectable: StrictBool | None = None
+    flr_percent: Percent | None = None
+    disappeared_lesions: Annotated[int, Field(strict=True, ge=0, le=1000)] = 0
+
+
+class EmptyData(_Data):
+    pass
+
+
+class SurgeryData(_Data):
+    procedure: Procedure
+    margin: Margin | None = None
+    adjuvant: StrictBool | None = None
+    pathological_response: PathologicalResponse | None = None
+
+    @model_validator(mode="after")
+    def _by_procedure(self) -> SurgeryData:
+        if self.procedure is Procedure.exploration_only:
+            if self.margin is not None:
+                raise ValueError("margin is not given for exploration_only (nothing was resected)")
+        elif self.margin is None:
+            raise ValueError(f"margin (R0, R1 or R2) is required for procedure {self.procedure}")
+        if self.adjuvant is None and self.procedure not in (
+            Procedure.two_stage_first,
+            Procedure.exploration_only,
+        ):
+            raise ValueError(
+                f"adjuvant (true or false) is required for procedure {self.procedure}: "
+                "is post-operative chemotherapy planned?"
+            )
+        return self
+
+
+class AblationPerformedData(_Data):
+    technique: Technique
+    adjuvant: StrictBool = False
+
+
+class AblationCheckedData(_Data):
+    complete: StrictBool
+
+
+class SurveillanceVisitData(_Data):
+    cea: Annotated[float, Field(strict=True, ge=0, le=100000)] | None = None
+    finding: Finding
+
+
+class RecurrenceData(_Data):
+    sites: Annotated[list[Site], Field(min_length=1)]
+
+
+class DischargedData(_Data):
+    reason: DischargeReason | None = None
+
+
+class WithdrawnData(_Data):
+    reason: Annotated[str, Field(strict=True, max_length=2000)] | None = None
+
+
+class VoidData(_Data):
+    reason: Annotated[str, Field(strict=True, min_length=1, max_length=2000)]
+
+
+DATA_MODELS: dict[EventType, type[_Data]] = {
+    EventType.referral: ReferralData,
+    EventType.mdt_scheduled: MdtScheduledData,
+    EventType.mdt_decision: MdtDecisionData,
+    EventType.cycle_given: CycleGivenData,
+    EventType.cycle_delayed: CycleDelayedData,
+    EventType.chemo_stopped: ChemoStoppedData,
+    EventType.biomarker: BiomarkerData,
+    EventType.booked: BookedData,
+    EventType.restaging: RestagingData,
+    EventType.pve_performed: EmptyData,
+    EventType.surgery: SurgeryData,
+    EventType.ablation_performed: AblationPerformedData,
+    EventType.ablation_checked: AblationCheckedData,
+    EventType.surveillance_visit: SurveillanceVisitData,
+    EventType.recurrence: RecurrenceData,
+    EventType.discharged: DischargedData,
+    EventType.died: EmptyData,
+    EventType.withdrawn: WithdrawnData,
+    EventType.void: VoidData,
+}
+
+
+class Override(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rule: Annotated[str, Field(strict=True)]
+    reason: Annotated[str, Field(strict=True, min_length=1, max_length=2000)]
+
+    @model_validator(mode="after")
+    def _known(self) -> Override:
+        if self.rule not in RULES:
+            raise ValueError(f"unknown rule code {self.rule!r}; see the rule codes of the pathway")
+        if not self.reason.strip():
+            raise ValueError(f"the override of {self.rule} needs a reason")
+        return self
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    patient: Annotated[str, Field(strict=True, pattern=PATIENT_ID.pattern)]
+    type: Annotated[str, Field(strict=True, min_length=1)]
+    on: IsoDate
+    by: Annotated[str, Field(strict=True, min_length=1, max_length=128)] | None = None
+    key: Annotated[str, Field(strict=True, min_length=1, max_length=200)] | None = None
+    note: Annotated[str, Field(strict=True, max_length=4000)] = ""
+    override: list[Override] = Field(default_factory=list)
+    data: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One validated event. `data` is the type's checked data model."""
+
+    patient: str
+    type: EventType
+    on: date
+    data: Any
+    by: str | None = None
+    key: str | None = None
+    note: str = ""
+    overrides: tuple[Override, ...] = ()
+
+    def overridden(self, code: str) -> Override | None:
+        for item in self.overrides:
+            if item.rule == code:
+                return item
+        return None
+
+    def data_dict(self) -> dict[str, Any]:
+        return dumps_data(self.data)
+
+    def content_hash(self) -> str:
+        """What idempotency compares: type, on, data, note and overrides — not `by`."""
+        content = {
+            "type": str(self.type),
+            "on": self.on.isoformat(),
+            "data": self.data_dict(),
+            "note": self.note,
+            "override": [{"rule": o.rule, "reason": o.reason} for o in self.overrides],
+        }
+        text = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"patient": self.patient, "type": str(self.type), "on": self.on.isoformat()}
+        if self.by is not None:
+            out["by"] = self.by
+        if self.key is not None:
+            out["key"] = self.key
+        if self.note:
+            out["note"] = self.note
+        if self.overrides:
+            out["override"] = [{"rule": o.rule, "reason": o.reason} for o in self.overrides]
+        out["data"] = self.data_dict()
+        return out
+
+
+def dumps_data(data: BaseModel) -> dict[str, Any]:
+    return data.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _loc(loc: tuple[Any, ...], prefix: str = "") -> str:
+    text = prefix
+    for item in loc:
+        if isinstance(item, int):
+            text += f"[{item}]"
+        else:
+            text = f"{text}.{item}" if text else str(item)
+    return text
+
+
+def _messages(exc: ValidationError, prefix: str, model: type[BaseModel] | None = None) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(x for x in err["loc"] if x not in ("function-after", "function-before"))
+        field = _loc(loc, prefix)
+        kind = err["type"]
+        if kind == "missing":
+            message = "is required"
+        elif kind == "extra_forbidden":
+            allowed = ""
+            if model is not None and len(loc) == 1:
+                names = [f.alias or name for name, f in model.model_fields.items()]
+                allowed = f"; allowed: {', '.join(names) if names else 'none (this type takes empty data)'}"
+            message = f"unknown field{allowed}"
+        elif kind == "value_error":
+            message = str(err["msg"]).removeprefix("Value error, ")
+        else:
+            message = str(err["msg"])
+            if "input" in err and kind not in ("model_type", "dict_type"):
+                message += f" (got {err['input']!r})"
+        out.append((field, message))
+    return out
+
+
+def parse_event(raw: Any) -> Event:
+    """Check one event object against the contract (spec section 1) and return it typed."""
+    if isinstance(raw, Event):
+        return raw
+    if isinstance(raw, str | bytes):
+        try:
+            raw = json.loads(raw)
+        except ValueError as exc:
+            raise EventValidationError([("", f"not valid JSON: {exc}")]) from None
+    if not isinstance(raw, Mapping):
+        raise EventValidationError([("", f"an event must be a JSON object, got {type(raw).__name__}")])
+    try:
+        envelope = _Envelope.model_validate(dict(raw))
+    except ValidationError as exc:
+        errors = _messages(exc, "", _Envelope)
+        for i, (field, message) in enumerate(errors):
+            if field == "patient" and "pattern" in message:
+                errors[i] = (field, "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        raise EventValidationError(errors) from None
+    try:
+        event_type = EventType(envelope.type)
+    except ValueError:
+        raise EventValidationError(
+            [("type", f"unknown event type {envelope.type!r}; known: {', '.join(EventType)}")]
+        ) from None
+    model = DATA_MODELS[event_type]
+    try:
+        data = model.model_validate(envelope.data or {})
+    except ValidationError as exc:
+        raise EventValidationError(_messages(exc, "data", model)) from None
+    return Event(
+        patient=envelope.patient,
+        type=event_type,
+        on=envelope.on,
+        data=data,
+        by=envelope.by,
+        key=envelope.key,
+        note=envelope.note,
+        overrides=tuple(envelope.override),
+    )
+
+
+__all__ = ["DATA_MODELS", "Event", "EventValidationError", "Override", "PATIENT_ID", "parse_event"]

@@ -1,0 +1,181 @@
+"""The patient snapshot: everything the guards and the care plan need, folded from the history.
+
+A `Snapshot` is a frozen value. Applying an accepted event gives a new snapshot
+(`states.pathway.evolve`); replaying a patient's accepted history from nothing gives the stored one.
+It is stored as JSON (`as_dict` / `from_dict`), so every field is a plain value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from states.vocabulary import Biologic, Extent, Liver, PhaseKind, Plan, Regimen, State
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The latest accepted MDT decision (spec 3.1), as later rules and reminders use it."""
+
+    on: date
+    plan: Plan
+    regimen: Regimen
+    biologic: Biologic
+    extent: Extent
+    flr_percent: float | None
+    #: The liver as recorded at the decision ...
+    liver: Liver
+    #: ... and as it counted then (a normal liver after 12 weeks of chemotherapy is chemo_injured).
+    liver_effective: Liver
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """The current course of chemotherapy."""
+
+    seq: int  # 1, 2, ... per patient: part of reminder keys
+    kind: PhaseKind
+    regimen: Regimen
+    biologic: Biologic
+    started_on: date  # the MDT decision, or the surgery / ablation for adjuvant chemotherapy
+    next_due: date  # the next cycle, delays applied
+    cycles: int = 0
+    last_cycle_on: date | None = None
+    last_cycle_regimen: Regimen | None = None
+    restagings: int = 0
+    restaging_due: date | None = None  # conversion and systemic: first cycle + 56, then restaging + 56
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    patient: str
+    state: State
+    primary: str
+    referred_on: date
+    latest_on: date  # the latest effective event: a new event may not be dated earlier
+    entered_on: date  # when the current state was entered
+    high_volume_centre: bool = True
+    prior_chemo: bool = False
+    # biomarkers, the latest recorded (biomarker events or MDT decisions)
+    ras: str | None = None
+    braf: str | None = None
+    msi: str | None = None
+    sidedness: str | None = None
+    decision: Decision | None = None
+    # MDT: the stay in referral / mdt_assessment, its due date anchor and the meeting booked
+    mdt_seq: int = 1
+    mdt_anchor: date | None = None
+    meeting_on: date | None = None
+    # chemotherapy
+    phase: Phase | None = None
+    phase_seq: int = 0
+    chemo_days: int = 0  # total days of chemotherapy given since referral (sum of cycle lengths)
+    last_cycle_on: date | None = None
+    last_bev_on: date | None = None
+    # liver procedures and progression
+    last_procedure_on: date | None = None  # any liver surgery or ablation
+    #: A description of the latest restaging / progression event since referral (or since the last
+    #: liver surgery or ablation) when it is a progression; None when it is not.
+    progression: str | None = None
+    #: Breast primaries: True once a restaging on systemic therapy showed no progression (its latest).
+    systemic_restaged_ok: bool | None = None
+    resection_seq: int = 0
+    pve_seq: int = 0
+    pve_due_planned: bool = False  # entered portal_vein_embolization from a decision, PVE not done yet
+    pve_anchor: date | None = None  # pve_performed, or the first stage of a two-stage hepatectomy
+    flr_scan_seq: int = 0
+    flr_scan_due: date | None = None
+    ablation_seq: int = 0
+    ablation_scan_seq: int = 0
+    ablation_scan_due: date | None = None
+    imaging_seq: int = 0
+    imaging_due: date | None = None
+    # surveillance
+    treatment_end: date | None = None  # end of the last curative treatment
+    surv_anchor: date | None = None
+    surv_done: tuple[str, ...] = ()  # "anchor:month" of visits done
+    # bookings: reminder key suffix -> booked date
+    bookings: tuple[tuple[str, date], ...] = field(default=())
+
+    def replace(self, **changes: Any) -> Snapshot:
+        return dataclasses.replace(self, **changes)
+
+    def booking(self, key: str) -> date | None:
+        for booked_key, when in self.bookings:
+            if booked_key == key:
+                return when
+        return None
+
+    # -- JSON ----------------------------------------------------------------------------------
+
+    def as_dict(self) -> dict[str, Any]:
+        return _encode(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Snapshot:
+        values = dict(data)
+        for name in _DATE_FIELDS:
+            if values.get(name) is not None:
+                values[name] = date.fromisoformat(values[name])
+        values["state"] = State(values["state"])
+        if values.get("decision") is not None:
+            d = dict(values["decision"])
+            d["on"] = date.fromisoformat(d["on"])
+            d["plan"] = Plan(d["plan"])
+            d["regimen"] = Regimen(d["regimen"])
+            d["biologic"] = Biologic(d["biologic"])
+            d["extent"] = Extent(d["extent"])
+            d["liver"] = Liver(d["liver"])
+            d["liver_effective"] = Liver(d["liver_effective"])
+            values["decision"] = Decision(**d)
+        if values.get("phase") is not None:
+            p = dict(values["phase"])
+            for name in ("started_on", "next_due", "last_cycle_on", "restaging_due"):
+                if p.get(name) is not None:
+                    p[name] = date.fromisoformat(p[name])
+            p["kind"] = PhaseKind(p["kind"])
+            p["regimen"] = Regimen(p["regimen"])
+            p["biologic"] = Biologic(p["biologic"])
+            if p.get("last_cycle_regimen") is not None:
+                p["last_cycle_regimen"] = Regimen(p["last_cycle_regimen"])
+            values["phase"] = Phase(**p)
+        values["surv_done"] = tuple(values.get("surv_done", ()))
+        values["bookings"] = tuple((k, date.fromisoformat(v)) for k, v in values.get("bookings", ()))
+        return cls(**values)
+
+
+_DATE_FIELDS = tuple(
+    f.name
+    for f in dataclasses.fields(Snapshot)
+    if f.name
+    in {
+        "referred_on",
+        "latest_on",
+        "entered_on",
+        "mdt_anchor",
+        "meeting_on",
+        "last_cycle_on",
+        "last_bev_on",
+        "last_procedure_on",
+        "pve_anchor",
+        "flr_scan_due",
+        "ablation_scan_due",
+        "imaging_due",
+        "treatment_end",
+        "surv_anchor",
+    }
+)
+
+
+def _encode(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, tuple | list):
+        return [_encode(v) for v in value]
+    if isinstance(value, str):
+        return str(value)  # StrEnum -> plain str
+    return value

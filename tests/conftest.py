@@ -1,0 +1,116 @@
+"""Shared fixtures: databases (SQLite in a temp dir; PostgreSQL in a schema of its own), clocks.
+
+PostgreSQL tests run whenever a server answers: the one PATHWAY_TEST_PG names (CI sets it; then an
+unreachable server fails the run instead of skipping), else postgresql://postgres@127.0.0.1:5432/test
+if it answers. Each test gets a fresh schema, dropped afterwards: the server outlives test runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from pathway import Engine, ManualClock
+
+EXAMPLES = Path(__file__).resolve().parent.parent.parent / "shared" / "spec" / "examples"
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+PINNED = datetime(2033, 1, 1, 9, 0, tzinfo=UTC)
+
+
+def _sa_url(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+psycopg://", 1) if url.startswith("postgresql://") else url
+
+
+def _answers(url: str) -> str | None:
+    try:
+        engine = sa.create_engine(_sa_url(url), connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means "not available"
+        return str(exc).splitlines()[0]
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str | None:
+    named = os.environ.get("PATHWAY_TEST_PG")
+    if named:
+        problem = _answers(named)
+        if problem:
+            pytest.fail(f"PATHWAY_TEST_PG={named} does not answer: {problem}", pytrace=False)
+        return named
+    return None if _answers(DEFAULT_PG) else DEFAULT_PG
+
+
+@pytest.fixture
+def pg_url(pg_server: str | None) -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped after the test."""
+    if pg_server is None:
+        pytest.skip("no PostgreSQL server answers on 127.0.0.1:5432 and PATHWAY_TEST_PG is not set")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(_sa_url(pg_server), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in pg_server else "?"
+    try:
+        yield f"{pg_server}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every backend the product supports."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'pathway.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'pathway.db'}"
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(PINNED)
+
+
+@pytest.fixture
+def engine(sqlite_url: str, clock: ManualClock) -> Iterator[Engine]:
+    with Engine.open(sqlite_url, clock=clock) as engine:
+        yield engine
+
+
+@pytest.fixture
+def any_engine(db_url: str, clock: ManualClock) -> Iterator[Engine]:
+    """An engine on each backend (SQLite, and PostgreSQL when a server answers)."""
+    with Engine.open(db_url, clock=clock) as engine:
+        yield engine
+
+
+def example_names() -> list[str]:
+    return sorted(p.name.split(".")[0] for p in EXAMPLES.glob("*.events.jsonl"))
+
+
+def load_example(name: str) -> tuple[list[dict], list[dict]]:
+    events = [json.loads(line) for line in (EXAMPLES / f"{name}.events.jsonl").read_text().splitlines() if line.strip()]
+    expected = [json.loads(line) for line in (EXAMPLES / f"{name}.expected.jsonl").read_text().splitlines()]
+    return events, expected
+
+
+def pending_by_kind(engine: Engine, patient: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in engine.show(patient).reminders:
+        out.setdefault(r.kind, []).append(r.due_on.isoformat())
+    return {k: sorted(v) for k, v in sorted(out.items())}
