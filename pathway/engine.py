@@ -12,8 +12,11 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -43,6 +46,7 @@ from states.vocabulary import EventType, Severity, Status
 log = logging.getLogger("pathway")
 
 MAX_STORED_INVALID = 16_000  # characters of an invalid submission kept in the audit log
+SNAPSHOT_CACHE_SIZE = 20_000  # patients whose snapshot and projection stay in memory (LRU)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +215,38 @@ class _Loaded:
     planned: list[Planned]
 
 
+class _SnapshotCache:
+    """A small LRU of loaded patients. An entry is used only while the stored version still equals
+    its version; a failed transaction drops everything, as it may have cached unwritten versions."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[str, _Loaded] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, patient: str) -> _Loaded | None:
+        with self._lock:
+            item = self._items.get(patient)
+            if item is not None:
+                self._items.move_to_end(patient)
+            return item
+
+    def put(self, patient: str, item: _Loaded) -> None:
+        with self._lock:
+            self._items[patient] = item
+            self._items.move_to_end(patient)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def drop(self, patient: str) -> None:
+        with self._lock:
+            self._items.pop(patient, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
 class Engine:
     """The care-pathway engine: record events, read patients, worklists and histories.
 
@@ -225,6 +261,7 @@ class Engine:
         self.policy = policy
         self.clock = clock or clocks.system_clock
         self.default_by = _os_user()
+        self._cache = _SnapshotCache(SNAPSHOT_CACHE_SIZE)
 
     @classmethod
     def open(
@@ -283,8 +320,8 @@ class Engine:
         now = self.clock()
         today = clocks.local_today(now, self.policy.zone)
         try:
-            with self.repository.write() as tx:
-                return self._record(tx, event, by, now, today, expected_version, None)
+            with self._writing() as tx:
+                return self._record(tx, event, by, now, today, expected_version)
         except StaleVersion as exc:
             raise ConcurrentUpdate(str(exc)) from exc
         except sa.exc.OperationalError as exc:
@@ -316,12 +353,11 @@ class Engine:
         for attempt in range(retries + 1):
             now = self.clock()
             today = clocks.local_today(now, self.policy.zone)
-            cache: dict[str, _Loaded] = {}
             results: list[Result] = []
             try:
-                with self.repository.write() as tx:
+                with self._writing() as tx:
                     for item in batch:
-                        results.append(self._record(tx, item, by, now, today, None, cache))
+                        results.append(self._record(tx, item, by, now, today, None))
                 return results
             except StaleVersion as exc:
                 if attempt == retries:
@@ -332,16 +368,30 @@ class Engine:
                 raise StorageError(f"database error while recording: {exc.orig}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _load(self, tx: WriteTx, patient: str, cache: dict[str, _Loaded] | None) -> _Loaded | None:
-        if cache is not None and patient in cache:
-            return cache[patient]
+    @contextmanager
+    def _writing(self) -> Iterator[WriteTx]:
+        """A write transaction; if it fails, cached snapshots it produced must not survive it."""
+        try:
+            with self.repository.write() as tx:
+                yield tx
+        except BaseException:
+            self._cache.clear()
+            raise
+
+    def _load(self, tx: WriteTx, patient: str) -> _Loaded | None:
+        """The patient's snapshot and pending projection: from the cache when the stored version
+        is the cached one (a cheap check), else from the database."""
+        cached = self._cache.get(patient)
+        if cached is not None:
+            if tx.version(patient) == cached.version:
+                return cached
+            self._cache.drop(patient)
         stored = tx.patient(patient)
         if stored is None:
             return None
         snapshot = Snapshot.from_dict(stored.snapshot)
         loaded = _Loaded(stored.version, snapshot, project(snapshot, self.policy))
-        if cache is not None:
-            cache[patient] = loaded
+        self._cache.put(patient, loaded)
         return loaded
 
     def _record(
@@ -352,14 +402,13 @@ class Engine:
         now: datetime,
         today: date,
         expected_version: int | None,
-        cache: dict[str, _Loaded] | None,
     ) -> Result:
         try:
             event = parse_event(raw)
         except EventValidationError as exc:
             return self._invalid(tx, raw, exc.errors, by, now, None, None)
         by = event.by or by or self.default_by
-        loaded = self._load(tx, event.patient, cache)
+        loaded = self._load(tx, event.patient)
         version = loaded.version if loaded else 0
         if expected_version is not None and expected_version != version:
             raise StaleVersion(
@@ -409,21 +458,19 @@ class Engine:
         planned = project(new, self.policy)
         old_planned = loaded.planned if loaded else []
         fulfils = {p.key: ("done" if event.type in FULFILLED_BY[p.kind] else "cancelled") for p in old_planned}
-        with tx.event():
-            # the snapshot first: its version check (and row lock) orders concurrent writers
-            tx.save_patient(
-                patient=event.patient, primary=new.primary, state=str(new.state), snapshot=new.as_dict(),
-                referred_on=new.referred_on, latest_on=new.latest_on, version=new_version, now=now,
-            )
-            try:
-                event_id = tx.append(self._row(Status.accepted, event, by, now, state=str(new.state),
-                                               reasons=[r.as_dict() for r in outcome.reasons],
-                                               version=new_version, refers_to=refers_to))
-            except sa.exc.IntegrityError as exc:  # the same key bound by a concurrent writer
-                raise StaleVersion(f"patient {event.patient}: key {event.key!r} was bound concurrently") from exc
-            tx.reconcile(old_planned, planned, closed_status=fulfils, closed_by=event_id, now=now)
-        if cache is not None:
-            cache[event.patient] = _Loaded(new_version, new, planned)
+        # the snapshot first: its version check (and row lock) orders concurrent writers
+        tx.save_patient(
+            patient=event.patient, primary=new.primary, state=str(new.state), snapshot=new.as_dict(),
+            referred_on=new.referred_on, latest_on=new.latest_on, version=new_version, now=now,
+        )
+        try:
+            event_id = tx.append(self._row(Status.accepted, event, by, now, state=str(new.state),
+                                           reasons=[r.as_dict() for r in outcome.reasons],
+                                           version=new_version, refers_to=refers_to))
+        except self.repository.integrity_errors as exc:  # the same key bound by a concurrent writer
+            raise StaleVersion(f"patient {event.patient}: key {event.key!r} was bound concurrently") from exc
+        tx.reconcile(old_planned, planned, closed_status=fulfils, closed_by=event_id, now=now)
+        self._cache.put(event.patient, _Loaded(new_version, new, planned))
         log.debug("accepted %s patient=%s state=%s", event.type, event.patient, new.state)
         return Result(Status.accepted, event.patient, str(event.type), str(new.state), outcome.reasons,
                       event_id=event_id, version=new_version)
@@ -479,12 +526,11 @@ class Engine:
         if state is None and patient is not None and event is None:
             stored = tx.patient(patient)
             state = stored.state if stored else None
-        with tx.event():
-            event_id = tx.append(NewEvent(
-                status=str(Status.invalid), payload=json.loads(json.dumps(payload, default=str)), recorded_at=now,
-                patient=patient, type=kind, on=event.on if event else None, by=by, key=event.key if event else None,
-                error=message, state_after=state,
-            ))
+        event_id = tx.append(NewEvent(
+            status=str(Status.invalid), payload=json.loads(json.dumps(payload, default=str)), recorded_at=now,
+            patient=patient, type=kind, on=event.on if event else None, by=by, key=event.key if event else None,
+            error=message, state_after=state,
+        ))
         log.info("invalid event patient=%s type=%s fields=%s", patient, kind, ",".join(f for f, _ in errors))
         return Result(Status.invalid, patient, kind, state, (), message, tuple(errors), event_id=event_id)
 

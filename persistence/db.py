@@ -20,6 +20,7 @@ from alembic.script import ScriptDirectory
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
+CACHE_KIB = 64 * 1024
 
 
 class SchemaError(RuntimeError):
@@ -68,6 +69,7 @@ def _sqlite_events(engine: sa.Engine) -> None:
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = FULL")
         cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute(f"PRAGMA cache_size = -{CACHE_KIB}")  # negative: KiB of page cache per connection
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")

@@ -303,6 +303,8 @@ class Event:
     key: str | None = None
     note: str = ""
     overrides: tuple[Override, ...] = ()
+    #: `data` as plain JSON values, computed once (idempotency hashes and the log use it).
+    plain_data: dict[str, Any] | None = None
 
     def overridden(self, code: str) -> Override | None:
         for item in self.overrides:
@@ -311,7 +313,7 @@ class Event:
         return None
 
     def data_dict(self) -> dict[str, Any]:
-        return dumps_data(self.data)
+        return self.plain_data if self.plain_data is not None else dumps_data(self.data)
 
     def content_hash(self) -> str:
         """What idempotency compares: type, on, data, note and overrides — not `by`."""
@@ -416,6 +418,7 @@ def parse_event(raw: Any) -> Event:
         key=envelope.key,
         note=envelope.note,
         overrides=tuple(envelope.override),
+        plain_data=dumps_data(data),
     )
 
 

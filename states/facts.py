@@ -100,7 +100,14 @@ class Snapshot:
     bookings: tuple[tuple[str, date], ...] = field(default=())
 
     def replace(self, **changes: Any) -> Snapshot:
-        return dataclasses.replace(self, **changes)
+        """A copy with `changes` (field names are trusted: this is the domain's hot path)."""
+        new = object.__new__(Snapshot)
+        setter = object.__setattr__
+        for name in _SNAPSHOT_FIELDS:
+            setter(new, name, getattr(self, name))
+        for name, value in changes.items():
+            setter(new, name, value)
+        return new
 
     def booking(self, key: str) -> date | None:
         for booked_key, when in self.bookings:
@@ -111,7 +118,19 @@ class Snapshot:
     # -- JSON ----------------------------------------------------------------------------------
 
     def as_dict(self) -> dict[str, Any]:
-        return _encode(self)
+        """JSON-ready values; fields at their defaults are left out (smaller rows, faster I/O)."""
+        out = {}
+        for name, required, default in _ENCODING:
+            value = getattr(self, name)
+            if required or value != default:
+                kind = type(value)
+                if kind is date:
+                    out[name] = value.isoformat()
+                elif value is None or kind is int or kind is bool or kind is float or kind is str:
+                    out[name] = value
+                else:
+                    out[name] = _encode(value)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Snapshot:
@@ -146,6 +165,12 @@ class Snapshot:
         return cls(**values)
 
 
+_SNAPSHOT_FIELDS = tuple(f.name for f in dataclasses.fields(Snapshot))
+_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(Snapshot) if f.default is not dataclasses.MISSING
+}
+_ENCODING = tuple((name, name not in _DEFAULTS, _DEFAULTS.get(name)) for name in _SNAPSHOT_FIELDS)
+
 _DATE_FIELDS = tuple(
     f.name
     for f in dataclasses.fields(Snapshot)
@@ -169,13 +194,21 @@ _DATE_FIELDS = tuple(
 )
 
 
+_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _encode(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, date):
+    """Plain JSON values: dates as ISO strings, dataclasses as dicts, tuples as lists (hot path)."""
+    kind = type(value)
+    if value is None or kind is int or kind is bool or kind is float:
+        return value
+    if kind is date:
         return value.isoformat()
-    if isinstance(value, tuple | list):
-        return [_encode(v) for v in value]
     if isinstance(value, str):
         return str(value)  # StrEnum -> plain str
-    return value
+    if kind is tuple or kind is list:
+        return [_encode(v) for v in value]
+    names = _NAMES.get(kind)
+    if names is None:
+        names = _NAMES[kind] = tuple(f.name for f in dataclasses.fields(value))
+    return {name: _encode(getattr(value, name)) for name in names}

@@ -72,10 +72,21 @@ def add_months(start: date, months: int) -> date:
     return date(year, month, min(start.day, calendar.monthrange(year, month)[1]))
 
 
+_NOTIFY_CACHE: dict[tuple[date, str, str], datetime] = {}
+
+
 def notify_at(due_on: date, kind: ReminderKind, policy: Policy) -> datetime:
-    local_day = due_on - timedelta(days=policy.lead_days[LEAD_GROUP[kind]])
-    local = datetime.combine(local_day, policy.notify_clock, tzinfo=policy.zone)
-    return local.astimezone(UTC)
+    """08:00 (policy) in the clinic's zone on due_on - lead_days, as a UTC instant."""
+    lead = policy.lead_days[LEAD_GROUP[kind]]
+    local_day = due_on - timedelta(days=lead)
+    cache_key = (local_day, policy.clinic_timezone, policy.notify_time)
+    instant = _NOTIFY_CACHE.get(cache_key)
+    if instant is None:
+        if len(_NOTIFY_CACHE) > 100_000:
+            _NOTIFY_CACHE.clear()
+        local = datetime.combine(local_day, policy.notify_clock, tzinfo=policy.zone)
+        instant = _NOTIFY_CACHE[cache_key] = local.astimezone(UTC)
+    return instant
 
 
 def planned_preop(regimen: str, policy: Policy) -> int:

@@ -107,7 +107,7 @@ class Policy:
 
     @property
     def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.clinic_timezone)
+        return ZoneInfo(self.clinic_timezone)  # ZoneInfo caches instances per key
 
     @property
     def notify_clock(self) -> time:
