@@ -114,3 +114,18 @@ def pending_by_kind(engine: Engine, patient: str) -> dict[str, list[str]]:
     for r in engine.show(patient).reminders:
         out.setdefault(r.kind, []).append(r.due_on.isoformat())
     return {k: sorted(v) for k, v in sorted(out.items())}
+
+
+# Hypothesis profiles: `ci` by default (fast), `long` for 10,000 histories:
+#   scripts/test tests/test_stateful.py --hypothesis-profile=long
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile(
+    "ci", max_examples=40, stateful_step_count=50, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "long", max_examples=10_000, stateful_step_count=40, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -1,0 +1,217 @@
+"""The command line contract (spec section 7): record / show / worklist, exit codes, configuration."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pathway.cli import main
+from tests.conftest import EXAMPLES
+
+NOW = "2033-01-01T09:00:00+00:00"
+V1 = EXAMPLES / "V1.events.jsonl"
+V10 = EXAMPLES / "V10.events.jsonl"
+
+
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Run the CLI in-process against a fresh SQLite file with the clock pinned."""
+    monkeypatch.setenv("PATHWAY_DB", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("PATHWAY_NOW", NOW)
+    monkeypatch.delenv("PATHWAY_POLICY", raising=False)
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None):  # noqa: A002
+        return runner.invoke(main, list(args), input=input, catch_exceptions=False)
+
+    return invoke
+
+
+def lines(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def test_record_json_prints_one_result_per_line_with_the_contract_fields(run) -> None:
+    result = run("record", str(V1), "--json")
+    assert result.exit_code == 0, result.output
+    out = lines(result.stdout)
+    assert [o["line"] for o in out] == list(range(1, 14))
+    assert set(out[0]) >= {"line", "patient", "type", "status", "state", "reasons", "error"}
+    assert out[2] == {"line": 3, "patient": "V1", "type": "mdt_decision", "status": "accepted",
+                      "state": "neoadjuvant_chemo", "reasons": [], "error": None}
+
+
+def test_record_exits_1_when_any_line_is_refused_and_reports_code_message_and_source(run) -> None:
+    result = run("record", str(V10), "--json")
+    assert result.exit_code == 1
+    refused = [o for o in lines(result.stdout) if o["status"] == "refused"]
+    assert [o["line"] for o in refused] == [5, 6, 12, 15]
+    reason = refused[0]["reasons"][0]
+    assert reason["code"] == "CYCLE_OUT_OF_SEQUENCE" and reason["severity"] == "block"
+    assert reason["message"] and reason["source"]
+
+
+def test_record_reads_stdin_and_counts_physical_lines_skipping_blank_ones(run) -> None:
+    text = V1.read_text().splitlines()
+    result = run("record", "-", "--json", input=f"{text[0]}\n\n{text[1]}\nnot json\n")
+    assert result.exit_code == 1
+    out = lines(result.stdout)
+    assert [(o["line"], o["status"]) for o in out] == [(1, "accepted"), (3, "accepted"), (4, "invalid")]
+    assert "not valid JSON" in out[2]["error"]
+
+
+def test_record_without_json_explains_refusals_and_prints_a_summary(run) -> None:
+    result = run("record", str(V10))
+    assert result.exit_code == 1
+    assert "line 5: V10 cycle_given refused" in result.stdout
+    assert "CYCLE_OUT_OF_SEQUENCE (block)" in result.stdout and "source:" in result.stdout
+    assert "16 events: 12 accepted, 4 refused" in result.stderr
+
+
+def test_a_missing_file_or_argument_is_a_usage_error_with_status_2(run, tmp_path: Path) -> None:
+    assert run("record").exit_code == 2
+    missing = run("record", str(tmp_path / "nope.jsonl"))
+    assert missing.exit_code == 2 and "cannot read" in missing.output
+    assert run("worklist", "--today", "01/02/2026").exit_code == 2
+    assert run("worklist", "--days", "-1").exit_code == 2
+
+
+def test_show_json_has_the_contract_shape_and_lists_pending_reminders(run) -> None:
+    run("record", str(V1), "--json")
+    result = run("show", "V1", "--json")
+    assert result.exit_code == 0
+    view = json.loads(result.stdout)
+    assert set(view) >= {"patient", "primary", "state", "history", "reminders", "advice"}
+    assert (view["patient"], view["primary"], view["state"]) == ("V1", "colorectal", "follow_up")
+    assert len(view["history"]) == 13
+    assert len(view["reminders"]) == 14
+    assert set(view["reminders"][0]) >= {"key", "kind", "due_on", "notify_at", "status"}
+    assert view["reminders"][0]["due_on"] == "2027-08-24" and view["reminders"][0]["status"] == "pending"
+
+
+def test_show_of_an_unknown_patient_exits_1_and_says_what_to_do(run) -> None:
+    result = run("show", "NOBODY")
+    assert result.exit_code == 1
+    assert "no patient 'NOBODY'" in result.output and "referral" in result.output
+
+
+def test_show_without_json_prints_state_reminders_history_and_advice(run) -> None:
+    run("record", str(EXAMPLES / "V5.events.jsonl"))
+    result = run("show", "V5")
+    assert result.exit_code == 0
+    assert "state resection" in result.stdout
+    assert "surgery_due" in result.stdout and "History" in result.stdout
+    assert "DISAPPEARING_METASTASES" in result.stdout
+
+
+def test_worklist_lists_reminders_due_by_today_plus_days_overdue_first(run) -> None:
+    run("record", str(V1))
+    run("record", str(EXAMPLES / "V2.events.jsonl"))
+    result = run("worklist", "--today", "2027-08-20", "--days", "30", "--json")
+    assert result.exit_code == 0
+    payload = json.loads(result.stdout)
+    assert (payload["today"], payload["days"]) == ("2027-08-20", 30)
+    due = [(r["patient"], r["kind"], r["due_on"], r["days"]) for r in payload["reminders"]]
+    assert due[0] == ("V2", "surveillance", "2026-09-03", -351)  # the oldest overdue first
+    assert ("V1", "surveillance", "2027-08-24", 4) in due
+    assert all(r["due_on"] <= "2027-09-19" for r in payload["reminders"])
+
+
+def test_worklist_defaults_to_the_pinned_clock_and_seven_days(run) -> None:
+    run("record", str(V1))
+    result = run("worklist", "--json")
+    payload = json.loads(result.stdout)
+    assert (payload["today"], payload["days"]) == ("2033-01-01", 7)
+    assert len(payload["reminders"]) == 14  # V1's surveillance ends 2032-05-24: all overdue by 2033
+    assert all(r["overdue"] for r in payload["reminders"])
+    before = run("worklist", "--today", "2027-08-01", "--days", "0", "--json")
+    assert json.loads(before.stdout)["reminders"] == []
+
+
+def test_the_db_option_and_pathway_db_choose_the_database(run, tmp_path: Path) -> None:
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    run("record", str(V1), "--db", other)
+    assert run("show", "V1").exit_code == 1  # PATHWAY_DB's database has no V1
+    assert run("show", "V1", "--db", other).exit_code == 0
+
+
+def test_a_future_event_is_invalid_by_the_pinned_clock(run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATHWAY_NOW", "2026-10-06T09:00:00+00:00")
+    result = run("record", str(V1), "--json")
+    out = lines(result.stdout)
+    assert out[1]["status"] == "accepted"  # mdt_scheduled on 2026-10-06 = today
+    assert out[2]["status"] == "invalid" and "in the future" in out[2]["error"]
+
+
+def test_a_bad_pathway_now_is_a_usage_error(run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATHWAY_NOW", "tomorrow")
+    result = run("worklist")
+    assert result.exit_code == 2 and "PATHWAY_NOW" in result.output
+
+
+def test_a_policy_file_changes_the_plan(run, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text("first_cycle_days = 10\n[lead_days]\nchemo = 3\n")
+    run("record", "-", "--policy", str(policy),
+        input="\n".join(V1.read_text().splitlines()[:3]) + "\n")
+    view = json.loads(run("show", "V1", "--json", "--policy", str(policy)).stdout)
+    (reminder,) = view["reminders"]
+    assert (reminder["kind"], reminder["due_on"]) == ("chemo_cycle", "2026-10-22")
+    assert reminder["notify_at"] == "2026-10-19T07:00:00Z"  # 08:00 London (BST) three days before
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("first_cycle_days = 'soon'\n", "first_cycle_days must be a whole number"),
+    ("cycle_lenght_days = 3\n", "unknown setting 'cycle_lenght_days'"),
+    ("[cycle_length_days]\nFOLFOXX = 14\n", "unknown key 'FOLFOXX'"),
+    ("clinic_timezone = 'Mars/Olympus'\n", "not an IANA time zone"),
+    ("notify_time = '8am'\n", "notify_time must be HH:MM"),
+    ("surveillance_months = [6, 3]\n", "increasing"),
+    ("this is not toml", "not valid TOML"),
+])
+def test_a_bad_policy_file_is_a_usage_error_naming_the_setting(run, tmp_path: Path, text: str, message: str) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(text)
+    result = run("worklist", "--policy", str(policy))
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_pathway_policy_names_the_policy_file(run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text("bogus = 1\n")
+    monkeypatch.setenv("PATHWAY_POLICY", str(policy))
+    result = run("worklist")
+    assert result.exit_code == 2 and "bogus" in result.output
+
+
+def test_verify_replays_every_patient_and_exits_0_when_all_agree(run) -> None:
+    run("record", str(V10))
+    result = run("verify")
+    assert result.exit_code == 0 and "1 patient(s) checked, 0 differ" in result.stdout
+
+
+def test_db_upgrade_reports_the_schema_revision(run, tmp_path: Path) -> None:
+    result = run("db", "upgrade", "--db", f"sqlite:///{tmp_path / 'new.db'}")
+    assert result.exit_code == 0 and "schema empty -> 0001" in result.stdout
+
+
+def test_an_unreachable_database_exits_3(run) -> None:
+    result = run("worklist", "--db", "postgresql://nobody@127.0.0.1:1/none")
+    assert result.exit_code == 3 and "cannot open the database" in result.output
+
+
+def test_the_installed_console_script_records_from_stdin(tmp_path: Path) -> None:
+    """The real `pathway` entry point, as other programs call it."""
+    exe = Path(sys.executable).with_name("pathway")
+    env = dict(os.environ, PATHWAY_DB=f"sqlite:///{tmp_path / 'p.db'}", PATHWAY_NOW=NOW)
+    proc = subprocess.run([str(exe), "record", "-", "--json"], input=V1.read_text(), env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 13

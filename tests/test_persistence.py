@@ -1,0 +1,197 @@
+"""The repository contract: one suite, run against SQLite and PostgreSQL alike (style rule 7)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from persistence import db
+from persistence.repository import NewEvent, Repository, StaleVersion
+from states.plan import Planned
+from states.vocabulary import ReminderKind
+
+NOW = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def repo(db_url: str):
+    repository = Repository.open(db_url)
+    yield repository
+    repository.close()
+
+
+def planned(key: str, due: date, patient: str = "P1", kind: ReminderKind = ReminderKind.chemo_cycle) -> Planned:
+    return Planned(f"{patient}:{key}", patient, kind, due, datetime.combine(due, datetime.min.time(), UTC), key)
+
+
+def save(tx, version: int, patient: str = "P1", state: str = "referral") -> None:
+    tx.save_patient(patient=patient, primary="colorectal", state=state, snapshot={"state": state},
+                    referred_on=date(2026, 1, 5), latest_on=date(2026, 1, 5), version=version, now=NOW)
+
+
+def test_a_new_database_is_created_and_migrated_on_first_use(db_url: str) -> None:
+    repository = Repository.open(db_url)
+    try:
+        assert db.current_revision(repository.engine) == db.head_revision()
+        with repository.engine.connect() as conn:
+            assert {"patient", "event_log", "reminder"} <= set(sa.inspect(conn).get_table_names())
+    finally:
+        repository.close()
+
+
+def test_opening_a_migrated_database_again_changes_nothing(db_url: str) -> None:
+    Repository.open(db_url).close()
+    repository = Repository.open(db_url)
+    assert db.current_revision(repository.engine) == db.head_revision()
+    repository.close()
+
+
+def test_a_database_at_an_unknown_revision_is_refused_with_a_clear_message(db_url: str) -> None:
+    repository = Repository.open(db_url)
+    with repository.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = 'ffff_future'"))
+    with pytest.raises(db.SchemaError, match="newer version"):
+        db.ensure_schema(repository.engine)
+    repository.close()
+
+
+def test_a_database_with_foreign_tables_is_not_taken_over(db_url: str) -> None:
+    engine = db.create(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE somebody_elses (x integer)"))
+    with pytest.raises(db.SchemaError, match="no pathway schema version"):
+        db.ensure_schema(engine)
+    engine.dispose()
+
+
+def test_the_event_log_refuses_updates_and_deletes(repo: Repository) -> None:
+    with repo.write() as tx:
+        event_id = tx.append(NewEvent(status="invalid", payload={"x": 1}, recorded_at=NOW, error="bad"))
+    for statement in (f"UPDATE event_log SET status = 'accepted' WHERE id = {event_id}",
+                      f"DELETE FROM event_log WHERE id = {event_id}"):
+        with pytest.raises(sa.exc.DBAPIError, match="append-only"), repo.engine.begin() as conn:
+            conn.execute(sa.text(statement))
+    with repo.read() as tx:
+        assert tx.conn.execute(sa.text("SELECT status FROM event_log")).scalar_one() == "invalid"
+
+
+def test_a_patient_is_inserted_at_version_one_and_updated_only_from_the_version_read(repo: Repository) -> None:
+    with repo.write() as tx:
+        save(tx, 1)
+        save(tx, 2, state="mdt_assessment")
+    with repo.read() as tx:
+        stored = tx.patient("P1")
+    assert (stored.version, stored.state, stored.snapshot) == (2, "mdt_assessment", {"state": "mdt_assessment"})
+
+
+def test_a_stale_version_is_refused_and_changes_nothing(repo: Repository) -> None:
+    with repo.write() as tx:
+        save(tx, 1)
+    with pytest.raises(StaleVersion), repo.write() as tx:
+        save(tx, 3, state="withdrawn")  # written as if version 2 had been read
+    with repo.read() as tx:
+        assert tx.patient("P1").version == 1
+
+
+def test_creating_a_patient_twice_is_a_stale_version(repo: Repository) -> None:
+    with repo.write() as tx:
+        save(tx, 1)
+    with pytest.raises(StaleVersion), repo.write() as tx:
+        save(tx, 1)
+
+
+def test_an_accepted_idempotency_key_is_unique_per_patient_but_refusals_bind_nothing(repo: Repository) -> None:
+    def row(status: str, patient: str = "P1") -> NewEvent:
+        return NewEvent(status=status, payload={}, recorded_at=NOW, patient=patient, type="biomarker", key="k1")
+
+    with repo.write() as tx:
+        tx.append(row("refused"))
+        tx.append(row("refused"))
+        tx.append(row("accepted"))
+        tx.append(row("accepted", patient="P2"))
+    with pytest.raises(repo.integrity_errors), repo.write() as tx:
+        tx.append(row("accepted"))
+    with repo.read() as tx:
+        assert tx.accepted_with_key("P1", "k1").status == "accepted"
+        assert tx.accepted_with_key("P1", "other") is None
+
+
+def test_reconcile_inserts_new_keys_closes_vanished_ones_and_moves_changed_ones(repo: Repository) -> None:
+    a = planned("a", date(2026, 3, 10))
+    b = planned("b", date(2026, 3, 12))
+    b_moved = planned("b", date(2026, 3, 19))
+    c = planned("c", date(2026, 3, 20))
+    with repo.write() as tx:
+        save(tx, 1)
+        tx.reconcile([], [a, b], closed_status={}, closed_by=None, now=NOW)
+        tx.reconcile([a, b], [b_moved, c], closed_status={a.key: "done"}, closed_by=7, now=NOW)
+    with repo.read() as tx:
+        pending = {r.key: r.due_on for r in tx.reminders("P1")}
+        closed = {r.key: r.status for r in tx.reminders("P1", statuses=("done", "cancelled"))}
+    assert pending == {b.key: date(2026, 3, 19), c.key: date(2026, 3, 20)}
+    assert closed == {a.key: "done"}
+
+
+def test_a_closed_reminder_whose_key_is_planned_again_is_reopened(repo: Repository) -> None:
+    a = planned("a", date(2026, 3, 10))
+    with repo.write() as tx:
+        save(tx, 1)
+        tx.reconcile([], [a], closed_status={}, closed_by=None, now=NOW)
+        tx.reconcile([a], [], closed_status={}, closed_by=3, now=NOW)
+        tx.reconcile([], [a], closed_status={}, closed_by=None, now=NOW)
+    with repo.read() as tx:
+        assert [(r.key, r.status) for r in tx.reminders("P1", statuses=None)] == [(a.key, "pending")]
+
+
+def test_instants_come_back_timezone_aware_in_utc(repo: Repository) -> None:
+    local = datetime(2026, 7, 1, 8, 0, tzinfo=UTC) + timedelta(microseconds=123)
+    due = planned("a", date(2026, 7, 3))
+    due = Planned(due.key, due.patient, due.kind, due.due_on, local, due.detail)
+    with repo.write() as tx:
+        save(tx, 1)
+        tx.reconcile([], [due], closed_status={}, closed_by=None, now=NOW)
+    with repo.read() as tx:
+        (stored,) = tx.reminders("P1")
+    assert stored.notify_at == local and stored.notify_at.tzinfo is not None
+
+
+def test_due_by_lists_pending_reminders_due_by_a_date_oldest_first_with_the_patient_state(repo: Repository) -> None:
+    with repo.write() as tx:
+        save(tx, 1, patient="P1", state="neoadjuvant_chemo")
+        save(tx, 1, patient="P2", state="follow_up")
+        tx.reconcile([], [planned("x", date(2026, 3, 9), "P1"), planned("late", date(2026, 2, 1), "P1")],
+                     closed_status={}, closed_by=None, now=NOW)
+        tx.reconcile([], [planned("y", date(2026, 3, 5), "P2"), planned("far", date(2026, 9, 1), "P2")],
+                     closed_status={}, closed_by=None, now=NOW)
+    with repo.read() as tx:
+        rows = tx.due_by(date(2026, 3, 9))
+    assert [(r.key, r.state) for r in rows] == [
+        ("P1:late", "neoadjuvant_chemo"), ("P2:y", "follow_up"), ("P1:x", "neoadjuvant_chemo")
+    ]
+
+
+def test_an_unsupported_database_url_is_refused() -> None:
+    with pytest.raises(db.DatabaseUnavailable, match="unsupported"):
+        db.create("mysql://root@localhost/test")
+
+
+def test_a_sqlite_file_in_a_missing_folder_is_refused_with_the_folder_named(tmp_path) -> None:
+    with pytest.raises(db.DatabaseUnavailable, match="does not exist"):
+        db.create(f"sqlite:///{tmp_path}/missing/pathway.db")
+
+
+def test_postgres_spellings_are_normalised_to_psycopg3() -> None:
+    assert db.normalize_url("postgres://u@h/d") == "postgresql+psycopg://u@h/d"
+    assert db.normalize_url("postgresql://u@h/d") == "postgresql+psycopg://u@h/d"
+    assert db.normalize_url("pathway.db") == "sqlite:///pathway.db"
+
+
+def test_sqlite_connections_use_wal_full_sync_foreign_keys_and_a_busy_timeout(sqlite_url: str) -> None:
+    repository = Repository.open(sqlite_url)
+    with repository.engine.connect() as conn:
+        pragmas = {name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+                   for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")}
+    repository.close()
+    assert pragmas == {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1, "busy_timeout": db.BUSY_TIMEOUT_MS}
