@@ -1,0 +1,51 @@
+"""The README's quick start and embedding example run as written (style rule 9)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def block(after_heading: str, language: str) -> str:
+    text = README.read_text()
+    section = text[text.index(after_heading):]
+    match = re.search(rf"```{language}\n(.*?)```", section, re.S)
+    assert match, f"no {language} block after {after_heading}"
+    return match.group(1)
+
+
+def test_the_readme_names_exactly_the_two_set_up_commands() -> None:
+    commands = [line.split()[0] for line in block("## Set up", "bash").splitlines() if line.strip()]
+    assert commands == ["scripts/demo", "scripts/test"]
+    for command in commands:
+        assert os.access(README.parent / command, os.X_OK), command
+
+
+def test_the_quick_start_runs_as_written(tmp_path: Path) -> None:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+               PATHWAY_DB=f"sqlite:///{tmp_path / 'quick.db'}", PATHWAY_NOW="2026-02-01T09:00:00+00:00",
+               COLUMNS="200")
+    proc = subprocess.run(["bash", "-c", block("## Quick start", "bash")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    out = proc.stdout
+    assert "line 5: P1 cycle_given refused" in out and "CYCLE_TOO_EARLY (confirm)" in out
+    assert out.count('"status": "duplicate"') == 4
+    assert "1 event: 1 accepted" in proc.stderr
+    assert "state neoadjuvant_chemo" in out and "chemo_cycle" in out
+    assert "2026-02-09" in out  # cycle 3 is due 14 days after cycle 2, on the worklist
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_embedding_example_runs_as_written(tmp_path: Path) -> None:
+    env = dict(os.environ, PATHWAY_NOW="2026-01-10T09:00:00+00:00")
+    proc = subprocess.run([sys.executable, "-c", block("### Embedding", "python")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("accepted referral ()")
+    assert "mdt_due" in proc.stdout and "2026, 1, 19" in proc.stdout
+    assert proc.stdout.rstrip().endswith("accepted")
