@@ -6,6 +6,8 @@ a first contrast CT/MRI follows at 4-6 weeks (T28, ECIO); an incomplete ablation
 
 from __future__ import annotations
 
+from typing import Any
+
 from states.context import Ctx, plus
 from states.facts import Snapshot
 from states.surgery import after_treatment, wants_adjuvant
@@ -18,7 +20,7 @@ def incomplete(ctx: Ctx) -> bool:
 
 def ablation_effect(ctx: Ctx, s: Snapshot, dest: State) -> Snapshot:
     e, policy = ctx.e, ctx.policy
-    changes: dict = {
+    changes: dict[str, Any] = {
         "last_procedure_on": e.on,
         "progression": None,  # the window of PROGRESSION_ON_CHEMO restarts at ablation
         "ablation_scan_seq": s.ablation_scan_seq + 1,
@@ -32,7 +34,7 @@ def checked_effect(ctx: Ctx, s: Snapshot, dest: State) -> Snapshot:
     return s.replace(ablation_scan_due=None)
 
 
-TRANSITIONS = [
+TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": EventType.ablation_performed, "source": State.ablation, "dest": State.adjuvant_chemo,
      "conditions": [wants_adjuvant]},
     {"trigger": EventType.ablation_performed, "source": State.ablation, "dest": State.follow_up},

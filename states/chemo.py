@@ -8,6 +8,7 @@ RAS before anti-EGFR (ESMO-stmts, NICE-TA439); chemotherapy injures the liver (F
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from states.context import Ctx, effective_liver, plus
 from states.facts import Phase, Snapshot
@@ -56,7 +57,7 @@ def remnant_adequate(ctx: Ctx) -> bool:
     if flr is None:
         return True
     liver = effective_liver(decision.liver if decision else "normal", s.chemo_days, policy)
-    return flr >= policy.threshold(liver)
+    return bool(flr >= policy.threshold(liver))
 
 
 def conversion_restaging_to_mdt(ctx: Ctx) -> bool:
@@ -146,7 +147,7 @@ def cycle_effect(ctx: Ctx, s: Snapshot, dest: State) -> Snapshot:
         restagings=phase.restagings,
         restaging_due=restaging_due,
     )
-    changes: dict = {
+    changes: dict[str, Any] = {
         "phase": phase,
         "chemo_days": s.chemo_days + length,
         "last_cycle_on": e.on,
@@ -170,7 +171,7 @@ def delay_effect(ctx: Ctx, s: Snapshot, dest: State) -> Snapshot:
 
 def stopped_effect(ctx: Ctx, s: Snapshot, dest: State) -> Snapshot:
     phase = ctx.s.phase
-    changes: dict = {}
+    changes: dict[str, Any] = {}
     if ctx.d.reason is StopReason.progression:
         changes["progression"] = f"chemotherapy stopped for progression on {ctx.e.on.isoformat()}"
     if dest is State.follow_up and phase is not None:
@@ -185,7 +186,7 @@ def stopped_effect(ctx: Ctx, s: Snapshot, dest: State) -> Snapshot:
 def restaging_effect(ctx: Ctx, s: Snapshot, dest: State) -> Snapshot:
     """Restaging during chemotherapy: progression status, breast systemic-first status, next scan."""
     e, d, policy = ctx.e, ctx.d, ctx.policy
-    changes: dict = {"progression": progression_mark(ctx)}
+    changes: dict[str, Any] = {"progression": progression_mark(ctx)}
     if ctx.s.state is State.systemic_therapy:
         changes["systemic_restaged_ok"] = d.response is not Response.progression
     phase = s.phase
@@ -209,7 +210,7 @@ def _with(phase: Phase, **changes: object) -> Phase:
 
 _CHEMO = (State.neoadjuvant_chemo, State.conversion_chemo, State.adjuvant_chemo, State.systemic_therapy)
 
-TRANSITIONS = [
+TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": EventType.cycle_given, "source": State.adjuvant_chemo, "dest": State.follow_up,
      "conditions": [last_planned_adjuvant_cycle]},
     *({"trigger": EventType.cycle_given, "source": state, "dest": None} for state in _CHEMO),

@@ -7,6 +7,8 @@ MDT: repeat hepatectomy is worthwhile when resectable (Rep-SR, Rep-Adair, Rep-de
 
 from __future__ import annotations
 
+from typing import Any
+
 from states.context import Ctx, plus
 from states.facts import Snapshot
 from states.plan import surveillance_visits
@@ -17,7 +19,7 @@ def visit_effect(ctx: Ctx, s: Snapshot, dest: State) -> Snapshot:
     """A visit closes the pending imaging follow-up if there is one, else the pending visit due
     nearest to it; it closes a pending post-ablation scan too; a suspicious finding asks for imaging."""
     e, d, policy = ctx.e, ctx.d, ctx.policy
-    changes: dict = {"ablation_scan_due": None}
+    changes: dict[str, Any] = {"ablation_scan_due": None}
     if s.imaging_due is not None:
         changes["imaging_due"] = None
     else:
@@ -38,7 +40,7 @@ def recurrence_effect(ctx: Ctx, s: Snapshot, dest: State) -> Snapshot:
     return s
 
 
-TRANSITIONS = [
+TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": EventType.surveillance_visit, "source": State.follow_up, "dest": None},
     *(
         {"trigger": EventType.recurrence, "source": state, "dest": State.mdt_assessment}

@@ -26,7 +26,7 @@ from states.vocabulary import NON_TERMINAL_STATES, TERMINAL_STATES, EventType, S
 INITIAL = State.referral
 
 #: Transitions every non-terminal state shares.
-_COMMON = [
+_COMMON: list[dict[str, Any]] = [
     *(
         {"trigger": EventType.mdt_scheduled, "source": state, "dest": State.mdt_assessment}
         for state in NON_TERMINAL_STATES
@@ -47,7 +47,7 @@ TRANSITIONS: list[dict[str, Any]] = [
 
 def _condition(predicate: Callable[[Ctx], bool]) -> Callable[[EventData], bool]:
     def condition(event_data: EventData) -> bool:
-        return predicate(event_data.args[0])
+        return predicate(event_data.args[0])  # type: ignore[index]
 
     condition.__name__ = getattr(predicate, "__name__", "condition")
     condition.__doc__ = predicate.__doc__

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from states import ablation, chemo, followup, referral, surgery
 from states.context import Ctx
@@ -170,7 +171,7 @@ def _apply(ctx: Ctx) -> Snapshot:
 def _enter(ctx: Ctx, dest: State) -> Snapshot:
     """What every event does, and what entering a new state resets."""
     s, e = ctx.s, ctx.e
-    changes: dict = {"latest_on": e.on}
+    changes: dict[str, Any] = {"latest_on": e.on}
     if dest is not s.state:
         changes.update(state=dest, entered_on=e.on)
         if dest not in CHEMO_STATES:

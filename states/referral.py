@@ -7,6 +7,9 @@ NewEPOC, NICE-TA439, PARADIGM (biologics), BCLM-*, NET-rev (other primaries).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from states.context import Ctx, effective_liver, plus
 from states.facts import Decision, Phase, Snapshot
 from states.rules import Reason, reason
@@ -39,7 +42,7 @@ PLAN_PHASE = {
 # -- transitions -------------------------------------------------------------------------------
 
 
-def plan_is(plan: Plan):  # noqa: ANN201 - a transitions condition
+def plan_is(plan: Plan) -> Callable[[Ctx], bool]:
     def condition(ctx: Ctx) -> bool:
         return ctx.d.plan is plan
 
@@ -166,7 +169,7 @@ def decision_effect(ctx: Ctx, s: Snapshot, dest: State) -> Snapshot:
         liver=d.liver,
         liver_effective=effective_liver(d.liver, s.chemo_days, policy),
     )
-    changes: dict = {"decision": decision, "meeting_on": None}
+    changes: dict[str, Any] = {"decision": decision, "meeting_on": None}
     if d.ras is not None:
         changes["ras"] = str(d.ras)
     if d.sidedness is not None:
@@ -197,7 +200,7 @@ def biomarker_effect(ctx: Ctx, s: Snapshot, dest: State) -> Snapshot:
     return s.replace(**changes)
 
 
-TRANSITIONS = [
+TRANSITIONS: list[dict[str, Any]] = [
     *(
         {"trigger": EventType.mdt_decision, "source": State.mdt_assessment, "dest": dest,
          "conditions": [plan_is(plan)]}

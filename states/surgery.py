@@ -8,6 +8,7 @@ no partial palliative resection (Garden), high-volume centres (seed document, HP
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from states.context import Ctx, plus
 from states.facts import Phase, Snapshot
@@ -83,12 +84,12 @@ def washout(ctx: Ctx, surgery_on: date, *, fact: bool) -> list[Reason]:
     days = (surgery_on - s.last_bev_on).days
     if days >= policy.bevacizumab_washout_days:
         return []
-    values = dict(
-        surgery_on=surgery_on.isoformat(),
-        days=days,
-        last_dose=s.last_bev_on.isoformat(),
-        earliest=plus(s.last_bev_on, policy.bevacizumab_washout_days).isoformat(),
-    )
+    values: dict[str, Any] = {
+        "surgery_on": surgery_on.isoformat(),
+        "days": days,
+        "last_dose": s.last_bev_on.isoformat(),
+        "earliest": plus(s.last_bev_on, policy.bevacizumab_washout_days).isoformat(),
+    }
     if fact or days >= policy.bevacizumab_label_min_days:
         return [reason("BEVACIZUMAB_WASHOUT", severity=Severity.confirm, **values)]
     return [reason("BEVACIZUMAB_WASHOUT", **values)]
@@ -134,7 +135,7 @@ def pve_performed_effect(ctx: Ctx, s: Snapshot, dest: State) -> Snapshot:
 
 def pve_restaging_effect(ctx: Ctx, s: Snapshot, dest: State) -> Snapshot:
     d, e = ctx.d, ctx.e
-    changes: dict = {}
+    changes: dict[str, Any] = {}
     changes["progression"] = (
         f"restaging on {e.on.isoformat()} showed progression" if d.response is Response.progression else None
     )
@@ -148,7 +149,7 @@ def pve_restaging_effect(ctx: Ctx, s: Snapshot, dest: State) -> Snapshot:
 
 def surgery_effect(ctx: Ctx, s: Snapshot, dest: State) -> Snapshot:
     d, e, policy = ctx.d, ctx.e, ctx.policy
-    changes: dict = {"last_procedure_on": e.on}
+    changes: dict[str, Any] = {"last_procedure_on": e.on}
     if d.procedure is not Procedure.exploration_only:
         changes["progression"] = None  # the window of PROGRESSION_ON_CHEMO restarts at liver surgery
     if d.procedure is Procedure.two_stage_first:
@@ -159,7 +160,7 @@ def surgery_effect(ctx: Ctx, s: Snapshot, dest: State) -> Snapshot:
     return s.replace(**changes)
 
 
-def after_treatment(ctx: Ctx, s: Snapshot, dest: State) -> dict:
+def after_treatment(ctx: Ctx, s: Snapshot, dest: State) -> dict[str, Any]:
     """After liver surgery or ablation: adjuvant chemotherapy (the last decision's regimen, no
     biologic; first cycle + 42 days, T20) or surveillance from the procedure date (T34)."""
     e, policy = ctx.e, ctx.policy
@@ -182,7 +183,7 @@ def after_treatment(ctx: Ctx, s: Snapshot, dest: State) -> dict:
     return {}
 
 
-TRANSITIONS = [
+TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": EventType.surgery, "source": State.resection, "dest": State.portal_vein_embolization,
      "conditions": [is_two_stage_first]},
     {"trigger": EventType.surgery, "source": State.resection, "dest": State.mdt_assessment,
