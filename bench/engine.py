@@ -1,0 +1,228 @@
+"""Benchmark of the engine on a synthetic cohort: ingest through the real CLI, then reads.
+
+    python -m bench.engine [engine] [--patients 10000] [--seed 7] [--today 2030-01-07] [--dir DIR] [--keep]
+
+1. generate the cohort (pathway.cohort) as one JSONL file in date order, in worker processes;
+2. `pathway record FILE --db sqlite:///DIR/bench.db` in a subprocess with PATHWAY_NOW pinned to
+   the cohort's today: wall time, events/s and the subprocess's peak RSS; every event must be
+   accepted (a non-zero exit status fails the benchmark);
+3. in-process `Engine.open` on that database: `show` of 1,000 random patients and `worklist(day, 7)`
+   for 200 days around today, as p50/p95 milliseconds;
+4. the database size (main file + WAL).
+
+Progress goes to stderr; stdout gets one JSON object. Figures only: nothing here asserts a timing
+(compare with "targets", the issue's goals at 100,000 patients).
+The first word names the benchmark (`engine`, the default); others may be added to BENCHMARKS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import random
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock_time
+from pathlib import Path
+from typing import Any
+
+#: Benchmarks by name: "module:function" taking the remaining arguments, returning an exit status.
+BENCHMARKS: dict[str, str] = {
+    "engine": "bench.engine:run",
+}
+
+#: The issue's targets, at 100,000 patients.
+TARGETS = {
+    "patients": 100_000,
+    "ingest_events_per_s_min": 2000,
+    "show_p95_ms_max": 20,
+    "worklist_p95_ms_max": 100,
+    "ingest_peak_rss_mb_max": 500,
+}
+
+DEFAULT_TODAY = date(2030, 1, 7)
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of `values` (fraction 0.5 = median, 0.95 = p95)."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(fraction * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def pinned_instant(today: date, zone: str) -> str:
+    """Noon of `today` in the clinic's zone, as an ISO instant in UTC (for PATHWAY_NOW)."""
+    from zoneinfo import ZoneInfo
+
+    local = datetime.combine(today, clock_time(12, 0), tzinfo=ZoneInfo(zone))
+    return local.astimezone(UTC).isoformat()
+
+
+def maxrss_mb(ru_maxrss: int) -> float:
+    """ru_maxrss is in kilobytes on Linux, in bytes on macOS."""
+    return ru_maxrss / (1024 * 1024) if sys.platform == "darwin" else ru_maxrss / 1024
+
+
+def pathway_command() -> str:
+    """The `pathway` script of the environment running this benchmark."""
+    script = Path(sys.executable).parent / "pathway"
+    if script.exists():
+        return str(script)
+    found = shutil.which("pathway")
+    if found is None:
+        raise SystemExit("bench: cannot find the `pathway` command (install the project: scripts/bench does)")
+    return found
+
+
+def ingest(jsonl: Path, url: str, now: str, out: Path) -> tuple[float, float, int]:
+    """Run `pathway record` in a subprocess: (wall seconds, peak RSS in MB, exit status)."""
+    env = {**os.environ, "PATHWAY_NOW": now}
+    env.pop("PATHWAY_DB", None)
+    env.pop("PATHWAY_POLICY", None)
+    started = time.perf_counter()
+    with out.open("wb") as stdout:
+        child = subprocess.Popen([pathway_command(), "record", str(jsonl), "--db", url], env=env, stdout=stdout)
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own resource usage
+    elapsed = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return elapsed, maxrss_mb(usage.ru_maxrss), child.returncode
+
+
+def timed(call: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = call()
+    return (time.perf_counter() - started) * 1000, result
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.engine [engine]",
+                                     description="Ingest a synthetic cohort with the CLI, then time show and "
+                                                 "worklist. Prints one JSON object.")
+    parser.add_argument("--patients", type=int, default=10_000, help="cohort size (default 10000)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--today", type=date.fromisoformat, default=DEFAULT_TODAY,
+                        help=f"the cohort's clinic-local today (default {DEFAULT_TODAY})")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="cohort generator processes")
+    parser.add_argument("--shows", type=int, default=1000, help="show calls to time (default 1000)")
+    parser.add_argument("--worklists", type=int, default=200, help="worklist calls to time (default 200)")
+    parser.add_argument("--dir", type=Path, default=None, help="work directory (default: a new temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the cohort file and database")
+    args = parser.parse_args(argv)
+    if args.patients < 1:
+        parser.error("--patients must be at least 1")
+
+    from pathway.clock import fixed_clock, parse_instant
+    from pathway.cohort import write_interleaved
+    from pathway.engine import Engine
+    from states.policy import DEFAULT_POLICY
+
+    policy = DEFAULT_POLICY
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="pathway-bench-", dir=args.dir))
+    try:
+        jsonl = work / "cohort.jsonl"
+        db_file = work / "bench.db"
+        url = f"sqlite:///{db_file}"
+        now = pinned_instant(args.today, policy.clinic_timezone)
+
+        progress(f"generating {args.patients} patients (today {args.today}, seed {args.seed}, "
+                 f"{args.workers} workers) into {jsonl}")
+        started = time.perf_counter()
+        events = write_interleaved(jsonl, args.patients, seed=args.seed, today=args.today, policy=policy,
+                                   workers=args.workers, tmpdir=work)
+        generate_s = time.perf_counter() - started
+        progress(f"generated {events} events in {generate_s:.1f} s ({jsonl.stat().st_size / 1e6:.0f} MB)")
+
+        progress(f"ingesting with `pathway record` (PATHWAY_NOW={now}) into {db_file}")
+        out = work / "record.out"
+        ingest_s, peak_rss, status = ingest(jsonl, url, now, out)
+        if status != 0:
+            lines = out.read_text(errors="replace").splitlines()[:30]
+            progress(f"FAILED: `pathway record` exit status {status}; every event must be accepted. "
+                     f"First lines of its output ({out}):")
+            for line in lines:
+                print(f"    {line}", file=sys.stderr)
+            args.keep = True
+            return 1
+        progress(f"ingested in {ingest_s:.1f} s: {events / ingest_s:.0f} events/s, peak RSS {peak_rss:.0f} MB")
+
+        rng = random.Random(args.seed)
+        engine = Engine.open(url, policy=policy, clock=fixed_clock(parse_instant(now)))
+        with engine:
+            ids = [f"P{n:06d}" for n in range(1, args.patients + 1)]
+            chosen = [rng.choice(ids) for _ in range(args.shows)]
+            engine.show(chosen[0])  # warm-up: the first read opens the connection
+            progress(f"timing show for {len(chosen)} random patients")
+            show_ms = [timed(lambda p=patient: engine.show(p))[0] for patient in chosen]
+            days = [args.today + timedelta(days=rng.randint(-14, 14)) for _ in range(args.worklists)]
+            engine.worklist(args.today, 7)
+            progress(f"timing worklist(day, 7) for {len(days)} days within 14 days of {args.today}")
+            worklist_ms, rows = [], []
+            for day in days:
+                ms, items = timed(lambda d=day: engine.worklist(d, 7))
+                worklist_ms.append(ms)
+                rows.append(len(items))
+
+        db_bytes = sum(p.stat().st_size for p in (db_file, Path(f"{db_file}-wal")) if p.exists())
+        result = {
+            "patients": args.patients,
+            "events": events,
+            "today": args.today.isoformat(),
+            "seed": args.seed,
+            "generate_s": round(generate_s, 2),
+            "ingest_s": round(ingest_s, 2),
+            "ingest_events_per_s": round(events / ingest_s, 1),
+            "ingest_peak_rss_mb": round(peak_rss, 1),
+            "show_p50_ms": round(percentile(show_ms, 0.5), 3),
+            "show_p95_ms": round(percentile(show_ms, 0.95), 3),
+            "worklist_p50_ms": round(percentile(worklist_ms, 0.5), 3),
+            "worklist_p95_ms": round(percentile(worklist_ms, 0.95), 3),
+            "worklist_rows_mean": round(sum(rows) / len(rows), 1),
+            "db_size_mb": round(db_bytes / (1024 * 1024), 1),
+            "targets": TARGETS,
+            "machine": {
+                "cpu_count": os.cpu_count(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+                "sqlite": sqlite3.sqlite_version,
+            },
+        }
+        print(json.dumps(result, indent=2))
+        return 0
+    finally:
+        if args.keep:
+            progress(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = "engine"
+    if argv and not argv[0].startswith("-"):
+        name = argv.pop(0)
+        if name not in BENCHMARKS:
+            print(f"bench: unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}", file=sys.stderr)
+            return 2
+    module, function = BENCHMARKS[name].split(":")
+    # run as `python -m bench.engine`, this module is __main__: do not import it a second time
+    namespace = globals() if module == "bench.engine" else vars(importlib.import_module(module))
+    return namespace[function](argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
