@@ -425,8 +425,9 @@ class Engine:
                                         reasons=first.reasons))
                     reasons = tuple(Reason(r["code"], Severity(r["severity"]), r["message"], r["source"])
                                     for r in first.reasons)
-                    return Result(Status.duplicate, event.patient, str(event.type), state, reasons,
-                                  event_id=first.id, version=version)
+                    # the first result again: its reasons and the state it led to
+                    return Result(Status.duplicate, event.patient, str(event.type), first.state_after, reasons,
+                                  event_id=first.id, version=first.version)
                 return self._invalid(
                     tx, raw, [("key", f"{event.key!r} is already bound to event #{first.id} ({first.type} on "
                                       f"{first.on}) with different content; use a new key")],

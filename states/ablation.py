@@ -23,6 +23,7 @@ def ablation_effect(ctx: Ctx, s: Snapshot, dest: State) -> Snapshot:
     changes: dict[str, Any] = {
         "last_procedure_on": e.on,
         "progression": None,  # the window of PROGRESSION_ON_CHEMO restarts at ablation
+        "treatment_end": e.on,
         "ablation_scan_seq": s.ablation_scan_seq + 1,
         "ablation_scan_due": plus(e.on, policy.ablation_scan_days),
     }

@@ -103,14 +103,17 @@ def cycle_guards(ctx: Ctx) -> list[Reason]:
         planned = planned_preop(phase.regimen, policy)
         if phase.cycles >= planned:
             out.append(reason("PREOP_CYCLES_EXCEEDED", planned=planned, given=phase.cycles))
-    if d.biologic in ANTI_EGFR:
-        if phase.kind in (PhaseKind.neoadjuvant, PhaseKind.adjuvant):
-            out.append(reason("ANTI_EGFR_PERIOPERATIVE", fact=True, biologic=d.biologic))
-        ras = s.ras or "unknown"
-        if ras != "wild_type":
-            out.append(reason("ANTI_EGFR_RAS", fact=True, biologic=d.biologic, ras=ras))
-        if s.sidedness == "right":
-            out.append(reason("RIGHT_SIDED_ANTI_EGFR", biologic=d.biologic))
+    # A cycle naming an anti-EGFR antibody is checked like a decision. A cycle that inherits one
+    # from its course is checked for RAS only: the MDT checked the rest, but a RAS result recorded
+    # since (mutant, or withdrawn to unknown) must stop the next dose.
+    named = d.biologic in ANTI_EGFR
+    given = d.biologic or phase.biologic
+    if named and phase.kind in (PhaseKind.neoadjuvant, PhaseKind.adjuvant):
+        out.append(reason("ANTI_EGFR_PERIOPERATIVE", fact=True, biologic=d.biologic))
+    if given in ANTI_EGFR and (s.ras or "unknown") != "wild_type":
+        out.append(reason("ANTI_EGFR_RAS", fact=True, biologic=given, ras=s.ras or "unknown"))
+    if named and s.sidedness == "right":
+        out.append(reason("RIGHT_SIDED_ANTI_EGFR", biologic=d.biologic))
     return out
 
 

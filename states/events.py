@@ -10,13 +10,13 @@ they are in `states.pathway`.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any
 
+import orjson
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -324,8 +324,7 @@ class Event:
             "note": self.note,
             "override": [{"rule": o.rule, "reason": o.reason} for o in self.overrides],
         }
-        text = json.dumps(content, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"patient": self.patient, "type": str(self.type), "on": self.on.isoformat()}
@@ -385,7 +384,7 @@ def parse_event(raw: Any) -> Event:
         return raw
     if isinstance(raw, str | bytes):
         try:
-            raw = json.loads(raw)
+            raw = orjson.loads(raw)
         except ValueError as exc:
             raise EventValidationError([("", f"not valid JSON: {exc}")]) from None
     if not isinstance(raw, Mapping):

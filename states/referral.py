@@ -8,10 +8,12 @@ NewEPOC, NICE-TA439, PARADIGM (biologics), BCLM-*, NET-rev (other primaries).
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 from typing import Any
 
 from states.context import Ctx, effective_liver, plus
 from states.facts import Decision, Phase, Snapshot
+from states.policy import Policy
 from states.rules import Reason, reason
 from states.vocabulary import (
     ANTI_EGFR,
@@ -184,13 +186,22 @@ def decision_effect(ctx: Ctx, s: Snapshot, dest: State) -> Snapshot:
             regimen=regimen,
             biologic=d.biologic,
             started_on=e.on,
-            next_due=plus(e.on, policy.first_cycle_days),
+            next_due=first_cycle_due(s, e.on, policy),
         )
     if dest is State.follow_up:
         # watch: surveillance continues from the end of the last treatment, else from this decision;
         # visits already done stay done (their marks are kept in surv_done)
         changes["surv_anchor"] = s.treatment_end or e.on
     return s.replace(**changes)
+
+
+def first_cycle_due(s: Snapshot, decided_on: date, policy: Policy) -> date:
+    """MDT decision + 7 days, but not before the wound-healing interval after a liver procedure
+    (ADJUVANT_TOO_EARLY would refuse an earlier cycle)."""
+    due = plus(decided_on, policy.first_cycle_days)
+    if s.last_procedure_on is not None:
+        due = max(due, plus(s.last_procedure_on, policy.adjuvant_min_days))
+    return due
 
 
 def biomarker_effect(ctx: Ctx, s: Snapshot, dest: State) -> Snapshot:

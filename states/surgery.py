@@ -152,6 +152,8 @@ def surgery_effect(ctx: Ctx, s: Snapshot, dest: State) -> Snapshot:
     changes: dict[str, Any] = {"last_procedure_on": e.on}
     if d.procedure is not Procedure.exploration_only:
         changes["progression"] = None  # the window of PROGRESSION_ON_CHEMO restarts at liver surgery
+    if d.procedure not in (Procedure.exploration_only, Procedure.two_stage_first):
+        changes["treatment_end"] = e.on  # also after an R2 (e.g. NET debulking): a later watch starts here
     if d.procedure is Procedure.two_stage_first:
         changes.update(pve_anchor=e.on, flr_scan_due=plus(e.on, policy.flr_scan_days))
     if d.procedure is Procedure.resection_with_ablation and dest in (State.adjuvant_chemo, State.follow_up):
