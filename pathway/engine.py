@@ -38,7 +38,7 @@ from persistence.repository import NewEvent, Repository, StaleVersion, StoredEve
 from states.events import PATIENT_ID, Event, EventValidationError, parse_event
 from states.facts import Snapshot
 from states.pathway import decide, decide_void, replay, voided_target
-from states.plan import FULFILLED_BY, Planned, project
+from states.plan import FULFILLED_BY, Planned, Reminder, project
 from states.policy import DEFAULT_POLICY, Policy
 from states.rules import Reason
 from states.vocabulary import EventType, Severity, Status
@@ -85,32 +85,6 @@ class Result:
             "reasons": [r.as_dict() for r in self.reasons],
             "error": self.error,
         }
-
-
-@dataclass(frozen=True, slots=True)
-class Reminder:
-    key: str
-    patient: str
-    kind: str
-    due_on: date
-    notify_at: datetime
-    status: str
-    detail: str
-    state: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        out = {
-            "key": self.key,
-            "patient": self.patient,
-            "kind": self.kind,
-            "due_on": self.due_on.isoformat(),
-            "notify_at": self.notify_at.isoformat().replace("+00:00", "Z"),
-            "status": self.status,
-            "detail": self.detail,
-        }
-        if self.state is not None:
-            out["state"] = self.state
-        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,11 +353,15 @@ class Engine:
             raise
 
     def _load(self, tx: WriteTx, patient: str) -> _Loaded | None:
-        """The patient's snapshot and pending projection: from the cache when the stored version
-        is the cached one (a cheap check), else from the database."""
+        """The patient's snapshot and pending projection: as this transaction left it; else from the
+        cache when the stored version is the cached one (a cheap check); else from the database."""
+        mine = tx.memo.get(patient)
+        if mine is not None:
+            return mine  # type: ignore[no-any-return]
         cached = self._cache.get(patient)
         if cached is not None:
             if tx.version(patient) == cached.version:
+                tx.memo[patient] = cached
                 return cached
             self._cache.drop(patient)
         stored = tx.patient(patient)
@@ -392,6 +370,7 @@ class Engine:
         snapshot = Snapshot.from_dict(stored.snapshot)
         loaded = _Loaded(stored.version, snapshot, project(snapshot, self.policy))
         self._cache.put(patient, loaded)
+        tx.memo[patient] = loaded
         return loaded
 
     def _record(
@@ -471,7 +450,8 @@ class Engine:
         except self.repository.integrity_errors as exc:  # the same key bound by a concurrent writer
             raise StaleVersion(f"patient {event.patient}: key {event.key!r} was bound concurrently") from exc
         tx.reconcile(old_planned, planned, closed_status=fulfils, closed_by=event_id, now=now)
-        self._cache.put(event.patient, _Loaded(new_version, new, planned))
+        loaded = tx.memo[event.patient] = _Loaded(new_version, new, planned)
+        self._cache.put(event.patient, loaded)
         log.debug("accepted %s patient=%s state=%s", event.type, event.patient, new.state)
         return Result(Status.accepted, event.patient, str(event.type), str(new.state), outcome.reasons,
                       event_id=event_id, version=new_version)
@@ -525,8 +505,8 @@ class Engine:
         elif not isinstance(payload, Mapping):
             payload = {"submitted": text}
         if state is None and patient is not None and event is None:
-            stored = tx.patient(patient)
-            state = stored.state if stored else None
+            known = self._load(tx, patient)
+            state = str(known.snapshot.state) if known else None
         event_id = tx.append(NewEvent(
             status=str(Status.invalid), payload=json.loads(json.dumps(payload, default=str)), recorded_at=now,
             patient=patient, type=kind, on=event.on if event else None, by=by, key=event.key if event else None,
@@ -560,7 +540,7 @@ class Engine:
             state=stored.state,
             version=stored.version,
             history=tuple(history),
-            reminders=tuple(_reminder(r) for r in reminders),
+            reminders=tuple(reminders),
             advice=advice,
             snapshot=snapshot,
         )
@@ -576,7 +556,7 @@ class Engine:
         with self.repository.read() as tx:
             if tx.patient(patient) is None:
                 raise UnknownPatient(patient)
-            return [_reminder(r) for r in tx.reminders(patient, statuses)]
+            return tx.reminders(patient, statuses)
 
     def worklist(self, today: date | None = None, days: int = 7, *, limit: int | None = None) -> list[WorklistItem]:
         """Pending reminders due by `today` + `days`, overdue first."""
@@ -585,7 +565,7 @@ class Engine:
         today = today or self.today()
         with self.repository.read() as tx:
             rows = tx.due_by(today + timedelta(days=days), limit=limit)
-        return [WorklistItem(_reminder(r), (r.due_on - today).days) for r in rows]
+        return [WorklistItem(r, (r.due_on - today).days) for r in rows]
 
     def patients(self, state: str | None = None) -> list[tuple[str, str]]:
         with self.repository.read() as tx:
@@ -622,10 +602,6 @@ class Engine:
         if want != have:
             problems.append(f"reminders differ: missing {sorted(want - have)}, extra {sorted(have - want)}")
         return problems
-
-
-def _reminder(r: Any) -> Reminder:
-    return Reminder(r.key, r.patient, r.kind, r.due_on, r.notify_at, r.status, r.detail, r.state)
 
 
 def _history(events: list[StoredEvent]) -> list[HistoryEntry]:

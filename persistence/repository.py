@@ -19,8 +19,8 @@ import orjson
 import sqlalchemy as sa
 
 from persistence import db
-from persistence.tables import event_table, patient_table, reminder_table
-from states.plan import Planned
+from persistence.tables import patient_table
+from states.plan import Planned, Reminder
 
 
 def _json(value: Any, *, sort: bool = False) -> str:
@@ -60,18 +60,6 @@ class StoredEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class StoredReminder:
-    key: str
-    patient: str
-    kind: str
-    due_on: date
-    notify_at: datetime
-    status: str
-    detail: str
-    state: str | None = None  # the patient's state, on worklist rows
-
-
-@dataclass(frozen=True, slots=True)
 class NewEvent:
     """An audit-log row to append."""
 
@@ -91,71 +79,25 @@ class NewEvent:
     refers_to: int | None = None
 
 
-_EVENT_COLUMNS = (
-    event_table.c.id,
-    event_table.c.patient,
-    event_table.c.type,
-    event_table.c.event_on,
-    event_table.c.status,
-    event_table.c.recorded_by,
-    event_table.c.idem_key,
-    event_table.c.content_hash,
-    event_table.c.payload,
-    event_table.c.reasons,
-    event_table.c.error,
-    event_table.c.state_after,
-    event_table.c.version,
-    event_table.c.refers_to,
-    event_table.c.recorded_at,
-)
-
-
-def _stored_event(row: Any) -> StoredEvent:
-    return StoredEvent(
-        id=row.id,
-        patient=row.patient,
-        type=row.type,
-        on=row.event_on,
-        status=row.status,
-        by=row.recorded_by,
-        key=row.idem_key,
-        content_hash=row.content_hash,
-        payload=orjson.loads(row.payload),
-        reasons=orjson.loads(row.reasons),
-        error=row.error,
-        state_after=row.state_after,
-        version=row.version,
-        refers_to=row.refers_to,
-        recorded_at=row.recorded_at,
-    )
-
-
-_REMINDER_COLUMNS = (
-    reminder_table.c.key,
-    reminder_table.c.patient,
-    reminder_table.c.kind,
-    reminder_table.c.due_on,
-    reminder_table.c.notify_at,
-    reminder_table.c.status,
-    reminder_table.c.detail,
-)
-
-
-def _stored_reminder(row: Any, state: str | None = None) -> StoredReminder:
-    return StoredReminder(row.key, row.patient, row.kind, row.due_on, row.notify_at, row.status, row.detail, state)
-
-
 class _Sql:
     """The hot-path statements as driver SQL (no per-call compilation: ~10x cheaper than Core
     here), in the driver's parameter style, with the values converted as SQLAlchemy would store them."""
 
     def __init__(self, dialect: str):
         self.sqlite = dialect == "sqlite"
+        self._instants: dict[datetime, str] = {}  # notify_at values repeat: convert each once
+        self._parsed: dict[str, datetime] = {}
         q = "?" if self.sqlite else "%s"
 
         def marks(n: int) -> str:
             return ", ".join([q] * n)
 
+        self.q = q
+        self.select_events = (
+            "SELECT id, patient, type, event_on, status, recorded_by, idem_key, content_hash, payload, reasons, "
+            "error, state_after, version, refers_to, recorded_at FROM event_log"
+        )
+        self.select_reminders = "SELECT key, patient, kind, due_on, notify_at, status, detail FROM reminder"
         self.select_patient = f"SELECT state, version, snapshot FROM patient WHERE id = {q}"
         self.select_version = f"SELECT version FROM patient WHERE id = {q}"
         self.insert_event = (
@@ -171,11 +113,16 @@ class _Sql:
             f"UPDATE patient SET state = {q}, version = {q}, snapshot = {q}, latest_on = {q}, updated_at = {q} "
             f"WHERE id = {q} AND version = {q}"
         )
+        self.insert_event_with_id = (
+            "INSERT INTO event_log (id, patient, type, event_on, status, recorded_by, idem_key, content_hash, "
+            f"payload, reasons, error, state_after, version, refers_to, recorded_at) VALUES ({marks(15)})"
+        )
+        self.max_event_id = "SELECT COALESCE(MAX(id), 0) FROM event_log"
         self.upsert_reminder = (
-            "INSERT INTO reminder (key, patient, kind, due_on, notify_at, status, detail, created_at, updated_at) "
-            f"VALUES ({marks(9)}) ON CONFLICT (key) DO UPDATE SET due_on = excluded.due_on, "
+            "INSERT INTO reminder (key, patient, kind, due_on, notify_at, status, detail, created_at, updated_at, "
+            f"closed_by) VALUES ({marks(10)}) ON CONFLICT (key) DO UPDATE SET due_on = excluded.due_on, "
             "notify_at = excluded.notify_at, detail = excluded.detail, status = excluded.status, "
-            "updated_at = excluded.updated_at, closed_by = NULL"
+            "updated_at = excluded.updated_at, closed_by = excluded.closed_by"
         )
         self.close_reminder = (
             f"UPDATE reminder SET status = {q}, closed_by = {q}, updated_at = {q} "
@@ -187,9 +134,36 @@ class _Sql:
             return value
         return value.isoformat()
 
+    def read_day(self, value: Any) -> date | None:
+        if value is None or isinstance(value, date):
+            return value  # type: ignore[no-any-return]
+        return date.fromisoformat(value)
+
+    def read_instant(self, value: Any) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            parsed = self._parsed.get(value)
+            if parsed is None:
+                if len(self._parsed) > 100_000:
+                    self._parsed.clear()
+                parsed = self._parsed[value] = datetime.fromisoformat(value).replace(tzinfo=UTC)
+            return parsed
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)  # type: ignore[no-any-return]
+
     def instant(self, value: datetime | None) -> Any:
         if value is None:
             return None
+        if self.sqlite:
+            text = self._instants.get(value)
+            if text is None:
+                if len(self._instants) > 100_000:
+                    self._instants.clear()
+                text = self._instants[value] = self._instant(value)
+            return text
+        return self._instant(value)
+
+    def _instant(self, value: datetime) -> Any:
         if value.tzinfo is None:
             raise ValueError(f"instants must be timezone-aware datetimes, got {value!r}")
         value = value.astimezone(UTC)
@@ -226,7 +200,9 @@ class Repository:
         with self.engine.connect() as conn:
             conn = conn.execution_options(pathway_write=True)
             with conn.begin():
-                yield WriteTx(conn, self)
+                tx = WriteTx(conn, self)
+                yield tx
+                tx.flush()
 
     @contextmanager
     def read(self) -> Iterator[ReadTx]:
@@ -259,49 +235,87 @@ class ReadTx:
         query = sa.select(patient_table.c.state, sa.func.count()).group_by(patient_table.c.state)
         return {state: n for state, n in self.conn.execute(query)}
 
+    def _rows(self, statement: str, params: Sequence[Any]) -> list[Any]:
+        """Rows straight from the driver's cursor (no per-row SQLAlchemy proxies: worklists are long)."""
+        cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(statement, tuple(params))
+            return cursor.fetchall()  # type: ignore[no-any-return]
+        finally:
+            cursor.close()
+
+    def _event(self, row: Any) -> StoredEvent:
+        sql = self.repo.sql
+        return StoredEvent(row[0], row[1], row[2], sql.read_day(row[3]), row[4], row[5], row[6], row[7],
+                           orjson.loads(row[8]), orjson.loads(row[9]), row[10], row[11], row[12], row[13],
+                           sql.read_instant(row[14]))
+
+    def _reminder(self, row: Any) -> Reminder:
+        sql = self.repo.sql
+        return Reminder(row[0], row[1], row[2], sql.read_day(row[3]), sql.read_instant(row[4]), row[5],
+                              row[6], row[7] if len(row) > 7 else None)
+
     def accepted_with_key(self, patient: str, key: str) -> StoredEvent | None:
-        row = self.conn.execute(
-            sa.select(*_EVENT_COLUMNS).where(
-                event_table.c.patient == patient,
-                event_table.c.idem_key == key,
-                event_table.c.status == "accepted",
-            )
-        ).first()
-        return _stored_event(row) if row is not None else None
+        sql = self.repo.sql
+        rows = self._rows(f"{sql.select_events} WHERE patient = {sql.q} AND idem_key = {sql.q} "
+                          "AND status = 'accepted'", (patient, key))
+        return self._event(rows[0]) if rows else None
 
     def events(self, patient: str, *, accepted_only: bool = False) -> list[StoredEvent]:
-        query = sa.select(*_EVENT_COLUMNS).where(event_table.c.patient == patient)
-        if accepted_only:
-            query = query.where(event_table.c.status == "accepted")
-        return [_stored_event(row) for row in self.conn.execute(query.order_by(event_table.c.id))]
+        sql = self.repo.sql
+        where = f" WHERE patient = {sql.q}" + (" AND status = 'accepted'" if accepted_only else "")
+        return [self._event(row) for row in self._rows(f"{sql.select_events}{where} ORDER BY id", (patient,))]
 
-    def reminders(self, patient: str, statuses: Iterable[str] | None = ("pending",)) -> list[StoredReminder]:
-        query = sa.select(*_REMINDER_COLUMNS).where(reminder_table.c.patient == patient)
+    def reminders(self, patient: str, statuses: Iterable[str] | None = ("pending",)) -> list[Reminder]:
+        sql = self.repo.sql
+        where, params = f" WHERE patient = {sql.q}", [patient]
         if statuses is not None:
-            query = query.where(reminder_table.c.status.in_(list(statuses)))
-        query = query.order_by(reminder_table.c.due_on, reminder_table.c.kind, reminder_table.c.key)
-        return [_stored_reminder(row) for row in self.conn.execute(query)]
+            wanted = list(statuses)
+            where += f" AND status IN ({', '.join([sql.q] * len(wanted))})"
+            params += wanted
+        rows = self._rows(f"{sql.select_reminders}{where} ORDER BY due_on, kind, key", params)
+        return [self._reminder(row) for row in rows]
 
-    def due_by(self, until: date, *, limit: int | None = None) -> list[StoredReminder]:
+    def due_by(self, until: date, *, limit: int | None = None) -> list[Reminder]:
         """Pending reminders due on or before `until`, the oldest first (overdue first)."""
-        query = (
-            sa.select(*_REMINDER_COLUMNS, patient_table.c.state)
-            .join(patient_table, patient_table.c.id == reminder_table.c.patient)
-            .where(reminder_table.c.status == "pending", reminder_table.c.due_on <= until)
-            .order_by(reminder_table.c.due_on, reminder_table.c.patient, reminder_table.c.kind)
+        sql = self.repo.sql
+        statement = (
+            "SELECT r.key, r.patient, r.kind, r.due_on, r.notify_at, 'pending', r.detail, p.state "
+            "FROM reminder r JOIN patient p ON p.id = r.patient "
+            f"WHERE r.status = 'pending' AND r.due_on <= {sql.q} ORDER BY r.due_on, r.patient, r.kind"
         )
+        params: list[Any] = [sql.day(until)]
         if limit is not None:
-            query = query.limit(limit)
-        return [_stored_reminder(row, row.state) for row in self.conn.execute(query)]
+            statement += f" LIMIT {sql.q}"
+            params.append(limit)
+        return [self._reminder(row) for row in self._rows(statement, params)]
 
 
 class WriteTx(ReadTx):
-    """A write transaction. Its hot-path statements go straight to the driver's cursor, inside the
-    same connection and transaction as everything else."""
+    """A write transaction.
+
+    Its hot-path statements go straight to the driver's cursor, inside the same connection and
+    transaction as everything else. On SQLite, where the transaction holds the database's write
+    lock from its BEGIN IMMEDIATE, the writes of a whole batch are buffered and flushed together
+    (executemany, one UPDATE per patient however many of its events the batch holds) before the
+    commit; event ids are handed out from MAX(id) + 1, which no one else can take meanwhile. On
+    PostgreSQL each write goes out at once: the patient row's lock and version order concurrent
+    writers, and ids come from the sequence in that order.
+    """
 
     def __init__(self, conn: sa.Connection, repo: Repository):
         super().__init__(conn, repo)
         self.cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        self.buffered = repo.dialect == "sqlite"
+        #: Loaded patients of this transaction, for the engine (valid until the transaction ends).
+        self.memo: dict[str, Any] = {}
+        self._next_id: int | None = None
+        self._events: list[tuple[Any, ...]] = []
+        self._keys: dict[tuple[str, str], StoredEvent] = {}
+        self._new_patients: dict[str, list[Any]] = {}
+        self._updated_patients: dict[str, list[Any]] = {}
+        self._reminders: dict[str, tuple[Any, ...]] = {}  # key -> the row's final values (upsert)
+        self._closes: dict[str, tuple[Any, ...]] = {}  # key -> (status, closed_by, stamp, key)
 
     def version(self, patient: str) -> int | None:
         self.cursor.execute(self.repo.sql.select_version, (patient,))
@@ -309,35 +323,46 @@ class WriteTx(ReadTx):
         return None if row is None else int(row[0])
 
     def patient(self, patient: str) -> StoredPatient | None:
+        """The stored row. Patients this transaction wrote are in `memo`: ask it first."""
         self.cursor.execute(self.repo.sql.select_patient, (patient,))
         row = self.cursor.fetchone()
         if row is None:
             return None
         return StoredPatient(patient, row[0], row[1], orjson.loads(row[2]))
 
+    def accepted_with_key(self, patient: str, key: str) -> StoredEvent | None:
+        buffered = self._keys.get((patient, key))
+        return buffered if buffered is not None else super().accepted_with_key(patient, key)
+
+    def events(self, patient: str, *, accepted_only: bool = False) -> list[StoredEvent]:
+        self.flush()
+        return super().events(patient, accepted_only=accepted_only)
+
     def append(self, row: NewEvent) -> int:
         sql = self.repo.sql
-        self.cursor.execute(
-            sql.insert_event,
-            (
-                row.patient,
-                row.type,
-                sql.day(row.on),
-                row.status,
-                row.by,
-                row.key,
-                row.content_hash,
-                _json(row.payload, sort=True),
-                _json(list(row.reasons)),
-                row.error,
-                row.state_after,
-                row.version,
-                row.refers_to,
-                sql.instant(row.recorded_at),
-            ),
-        )
-        (event_id,) = self.cursor.fetchone()
-        return int(event_id)
+        payload = _json(row.payload, sort=True)
+        reasons = _json(list(row.reasons))
+        values = (row.patient, row.type, sql.day(row.on), row.status, row.by, row.key, row.content_hash, payload,
+                  reasons, row.error, row.state_after, row.version, row.refers_to, sql.instant(row.recorded_at))
+        if not self.buffered:
+            self.cursor.execute(sql.insert_event, values)
+            (event_id,) = self.cursor.fetchone()
+            return int(event_id)
+        if self._next_id is None:
+            self.cursor.execute(sql.max_event_id)
+            self._next_id = int(self.cursor.fetchone()[0]) + 1
+        event_id = self._next_id
+        self._next_id += 1
+        self._events.append((event_id, *values))
+        if row.status == "accepted" and row.key is not None and row.patient is not None:
+            if (row.patient, row.key) in self._keys:
+                raise StaleVersion(f"patient {row.patient}: key {row.key!r} bound twice")
+            self._keys[(row.patient, row.key)] = StoredEvent(
+                event_id, row.patient, row.type, row.on, row.status, row.by, row.key, row.content_hash,
+                dict(row.payload), list(row.reasons), row.error, row.state_after, row.version, row.refers_to,
+                row.recorded_at,
+            )
+        return event_id
 
     def save_patient(
         self,
@@ -354,6 +379,21 @@ class WriteTx(ReadTx):
         """Insert version 1, or update from `version - 1` only (else StaleVersion)."""
         text = _json(snapshot)
         sql = self.repo.sql
+        if self.buffered:
+            if patient in self._new_patients:
+                row = self._new_patients[patient]
+                row[2:5] = [state, version, text]
+                row[6], row[8] = sql.day(latest_on), sql.instant(now)
+            elif patient in self._updated_patients:
+                row = self._updated_patients[patient]  # its version check stays the first one read
+                row[0:5] = [state, version, text, sql.day(latest_on), sql.instant(now)]
+            elif version == 1:
+                self._new_patients[patient] = [patient, primary, state, 1, text, sql.day(referred_on),
+                                               sql.day(latest_on), sql.instant(now), sql.instant(now)]
+            else:
+                self._updated_patients[patient] = [state, version, text, sql.day(latest_on), sql.instant(now),
+                                                   patient, version - 1]
+            return
         if version == 1:
             try:
                 self.cursor.execute(
@@ -387,16 +427,58 @@ class WriteTx(ReadTx):
         before = {p.key: p for p in old}
         upserts = [
             (p.key, p.patient, str(p.kind), sql.day(p.due_on), sql.instant(p.notify_at), "pending", p.detail,
-             stamp, stamp)
+             stamp, stamp, None)
             for p in new
             if (q := before.get(p.key)) is None or (q.due_on, q.notify_at, q.detail) != (p.due_on, p.notify_at, p.detail)
         ]
-        self._many(sql.upsert_reminder, upserts)
         after = {p.key for p in new}
         closing = [
             (closed_status.get(key, "cancelled"), closed_by, stamp, key) for key in before if key not in after
         ]
-        self._many(sql.close_reminder, closing)
+        if not self.buffered:
+            self._many(sql.upsert_reminder, upserts)
+            self._many(sql.close_reminder, closing)
+            return
+        for row in upserts:
+            self._closes.pop(row[0], None)
+            self._reminders[row[0]] = row
+        for status, by, when, key in closing:
+            written = self._reminders.get(key)
+            if written is not None:  # planned earlier in this batch: write it closed
+                self._reminders[key] = (*written[:5], status, written[6], written[7], when, by)
+            else:
+                self._closes[key] = (status, by, when, key)
+
+    def flush(self) -> None:
+        """Write what the batch buffered (SQLite), in an order the foreign keys accept."""
+        if not self.buffered:
+            return
+        sql = self.repo.sql
+        if self._new_patients:
+            try:
+                self._many(sql.insert_patient, [tuple(row) for row in self._new_patients.values()])
+            except self.repo.integrity_errors as exc:
+                raise StaleVersion("a patient was created by another writer") from exc
+            self._new_patients.clear()
+        if self._updated_patients:
+            rows = [tuple(row) for row in self._updated_patients.values()]
+            changed = 0
+            for row in rows:
+                self.cursor.execute(sql.update_patient, row)
+                changed += self.cursor.rowcount
+            if changed != len(rows):
+                raise StaleVersion("a patient changed since it was read")
+            self._updated_patients.clear()
+        if self._events:
+            self._many(sql.insert_event_with_id, self._events)
+            self._events.clear()
+        if self._reminders:
+            self._many(sql.upsert_reminder, list(self._reminders.values()))
+            self._reminders.clear()
+        if self._closes:
+            self._many(sql.close_reminder, list(self._closes.values()))
+            self._closes.clear()
+        self._keys.clear()
 
     def _many(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
         if len(rows) > 2:
@@ -404,22 +486,3 @@ class WriteTx(ReadTx):
         else:  # executemany costs more than two single executes
             for row in rows:
                 self.cursor.execute(statement, row)
-
-    def replace_reminders(self, patient: str, new: Sequence[Planned], *, now: datetime) -> int:
-        """Make the stored pending reminders of `patient` exactly `new` (used by rebuild): returns
-        how many rows changed."""
-        stored = {r.key: r for r in self.reminders(patient)}
-        wanted = {p.key: p for p in new}
-        old = [
-            Planned(r.key, r.patient, r.kind, r.due_on, r.notify_at, r.detail)  # type: ignore[arg-type]
-            for r in stored.values()
-        ]
-        changed = sum(1 for k in wanted if k not in stored or _differs(stored[k], wanted[k]))
-        changed += sum(1 for k in stored if k not in wanted)
-        if changed:
-            self.reconcile(old, new, closed_status={}, closed_by=None, now=now)
-        return changed
-
-
-def _differs(r: StoredReminder, p: Planned) -> bool:
-    return (r.due_on, r.notify_at, r.detail) != (p.due_on, p.notify_at, p.detail)

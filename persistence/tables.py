@@ -100,9 +100,16 @@ class ReminderRow(SQLModel, table=True):
 
     __tablename__ = "reminder"
     __table_args__ = (
-        sa.Index("ix_reminder_status_due", "status", "due_on"),
-        sa.Index("ix_reminder_status_notify", "status", "notify_at"),
-        sa.Index("ix_reminder_patient_status", "patient", "status"),
+        sa.Index("ix_reminder_patient_status_due", "patient", "status", "due_on"),
+        # the worklist reads this partial index alone, in its order (see migration 0002)
+        sa.Index(
+            "ix_reminder_pending_due", "due_on", "patient", "kind", "key", "notify_at", "detail",
+            sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'"),
+        ),
+        sa.Index(
+            "ix_reminder_pending_notify", "notify_at",
+            sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -8,6 +8,7 @@ It is stored as JSON (`as_dict` / `from_dict`), so every field is a plain value.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -207,7 +208,15 @@ def _encode(value: Any) -> Any:
         return str(value)  # StrEnum -> plain str
     if kind is tuple or kind is list:
         return [_encode(v) for v in value]
+    if kind is Decision or kind is Phase:
+        return dict(_encode_value_object(value))
     names = _NAMES.get(kind)
     if names is None:
         names = _NAMES[kind] = tuple(f.name for f in dataclasses.fields(value))
     return {name: _encode(getattr(value, name)) for name in names}
+
+
+@functools.lru_cache(maxsize=16384)
+def _encode_value_object(value: Decision | Phase) -> dict[str, Any]:
+    """Decisions and phases are frozen and change far less often than the snapshot holding them."""
+    return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}

@@ -10,8 +10,10 @@ zone on `due_on - lead_days`, as a UTC instant, so daylight saving never shifts 
 from __future__ import annotations
 
 import calendar
+import functools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from states.context import plus
 from states.facts import Snapshot
@@ -62,6 +64,34 @@ class Planned:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class Reminder:
+    """A stored reminder: a planned one with its status (and, on worklists, the patient's state)."""
+
+    key: str
+    patient: str
+    kind: str
+    due_on: date
+    notify_at: datetime
+    status: str
+    detail: str
+    state: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {
+            "key": self.key,
+            "patient": self.patient,
+            "kind": self.kind,
+            "due_on": self.due_on.isoformat(),
+            "notify_at": self.notify_at.isoformat().replace("+00:00", "Z"),
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if self.state is not None:
+            out["state"] = self.state
+        return out
+
+
 def add_months(start: date, months: int) -> date:
     """`start` + `months` calendar months, clamped to the month's end (31 Aug + 6 = 28/29 Feb).
 
@@ -106,13 +136,15 @@ def surveillance_visits(s: Snapshot, policy: Policy) -> list[tuple[str, date, in
     if s.surv_anchor is None:
         return []
     done = set(s.surv_done)
-    anchor = s.surv_anchor
-    out = []
-    for month in policy.surveillance_months:
-        mark = f"{anchor.isoformat()}:{month}"
-        if mark not in done:
-            out.append((surveillance_key(s.patient, anchor, month), add_months(anchor, month), month))
-    return out
+    prefix = f"{s.patient}:surveillance:"
+    return [(prefix + mark, due, month) for mark, due, month in _course(s.surv_anchor, policy.surveillance_months)
+            if mark not in done]
+
+
+@functools.lru_cache(maxsize=8192)
+def _course(anchor: date, months: tuple[int, ...]) -> tuple[tuple[str, date, int], ...]:
+    """A surveillance course's visits: ("anchor:month", due_on, month), computed once per anchor."""
+    return tuple((f"{anchor.isoformat()}:{month}", add_months(anchor, month), month) for month in months)
 
 
 def project(s: Snapshot, policy: Policy) -> list[Planned]:

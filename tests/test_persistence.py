@@ -195,3 +195,23 @@ def test_sqlite_connections_use_wal_full_sync_foreign_keys_and_a_busy_timeout(sq
                    for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")}
     repository.close()
     assert pragmas == {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1, "busy_timeout": db.BUSY_TIMEOUT_MS}
+
+
+def test_a_database_at_an_older_revision_is_refused_until_pathway_db_upgrade(db_url: str) -> None:
+    """Migrations are deliberate: an outdated database is not silently changed on open."""
+    engine = db.create(db_url)
+    cfg = db.alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        from alembic import command
+
+        command.upgrade(cfg, "0001")
+    with pytest.raises(db.SchemaError, match="pathway db upgrade"):
+        db.ensure_schema(engine)
+    db.upgrade(engine)
+    db.ensure_schema(engine)
+    assert db.current_revision(engine) == db.head_revision()
+    with engine.connect() as conn:
+        names = {ix["name"] for ix in sa.inspect(conn).get_indexes("reminder")}
+    assert {"ix_reminder_pending_due", "ix_reminder_pending_notify", "ix_reminder_patient_status_due"} <= names
+    engine.dispose()
