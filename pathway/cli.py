@@ -32,6 +32,9 @@ from pathway.errors import ConcurrentUpdate, ConfigurationError, PathwayError, S
 from persistence import db as dbmod
 from states.vocabulary import Status
 
+#: Events per transaction for `record`: each commit is an fsync (synchronous=FULL), so large imports
+#: commit in big batches; results of a batch are printed once it is committed.
+RECORD_BATCH = 2000
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
 EXIT_STORAGE = 3
@@ -120,7 +123,7 @@ def record(file: str, as_json: bool, by: str | None, verbose: bool, db_url: str 
                         numbers.append(number)
                         yield text
 
-                for result in engine.record_many(texts(), by=by):
+                for result in engine.record_many(texts(), by=by, batch_size=RECORD_BATCH):
                     number = last_line = numbers.popleft()
                     counts[result.status] += 1
                     if as_json:

@@ -440,7 +440,7 @@ class Engine:
         fulfils = {p.key: ("done" if event.type in FULFILLED_BY[p.kind] else "cancelled") for p in old_planned}
         # the snapshot first: its version check (and row lock) orders concurrent writers
         tx.save_patient(
-            patient=event.patient, primary=new.primary, state=str(new.state), snapshot=new.as_dict(),
+            patient=event.patient, primary=new.primary, state=str(new.state), snapshot=new,
             referred_on=new.referred_on, latest_on=new.latest_on, version=new_version, now=now,
         )
         try:
@@ -589,10 +589,10 @@ class Engine:
         problems = []
         replayed = replay([parse_event(e.payload) for e in events], self.policy)
         assert replayed is not None
-        if replayed.as_dict() != stored.snapshot:
-            a, b = replayed.as_dict(), stored.snapshot
-            keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-            problems.append(f"snapshot differs in {', '.join(keys)}")
+        kept = Snapshot.from_dict(stored.snapshot)
+        if replayed != kept:
+            a, b = replayed.__dict__, kept.__dict__
+            problems.append(f"snapshot differs in {', '.join(sorted(k for k in a if a[k] != b[k]))}")
         if str(replayed.state) != stored.state:
             problems.append(f"state {stored.state} stored, {replayed.state} replayed")
         if stored.version != len(events):

@@ -370,13 +370,14 @@ class WriteTx(ReadTx):
         patient: str,
         primary: str,
         state: str,
-        snapshot: dict[str, Any],
+        snapshot: Any,
         referred_on: date,
         latest_on: date,
         version: int,
         now: datetime,
     ) -> None:
-        """Insert version 1, or update from `version - 1` only (else StaleVersion)."""
+        """Insert version 1, or update from `version - 1` only (else StaleVersion). The snapshot is
+        a value orjson serialises (a dict, or the frozen dataclass itself: ~10x faster)."""
         text = _json(snapshot)
         sql = self.repo.sql
         if self.buffered:
