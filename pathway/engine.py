@@ -316,12 +316,13 @@ class Engine:
         A concurrent writer on the same patient is retried (`retries` times) against the new state.
         """
         iterator = iter(events)
-        while True:
-            batch = [item for _, item in zip(range(batch_size), iterator, strict=False)]
-            if not batch:
-                return
-            results = self._record_batch(batch, by, retries)
-            yield from results
+        with self.repository.bulk():
+            while True:
+                batch = [item for _, item in zip(range(batch_size), iterator, strict=False)]
+                if not batch:
+                    return
+                results = self._record_batch(batch, by, retries)
+                yield from results
 
     def _record_batch(self, batch: list[Any], by: str | None, retries: int) -> list[Result]:
         for attempt in range(retries + 1):

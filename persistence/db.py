@@ -9,6 +9,8 @@ refused with the command that upgrades it.
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,9 @@ from alembic.script import ScriptDirectory
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
+WAL_AUTOCHECKPOINT = 1000  # pages: SQLite's default
+#: During a bulk import the WAL may grow to this before a commit checkpoints it itself.
+BULK_WAL_LIMIT = 512 * 1024 * 1024
 CACHE_KIB = 64 * 1024
 
 
@@ -80,8 +85,49 @@ def _sqlite_events(engine: sa.Engine) -> None:
             conn.exec_driver_sql("BEGIN")
 
 
-def is_sqlite(engine: sa.Engine) -> bool:
-    return engine.dialect.name == "sqlite"
+def sqlite_path(engine: sa.Engine) -> str | None:
+    """The file of a SQLite engine (None for other databases and in-memory SQLite)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    database = engine.url.database or ""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return database
+
+
+class Checkpointer:
+    """Checkpoints a SQLite WAL from a background thread (PASSIVE: it never blocks the writer)."""
+
+    def __init__(self, path: str, interval: float = 0.25):
+        self.path = path
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pathway-wal-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            while not self._stop.wait(self.interval):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            conn.close()
+
+    def after_commit(self, conn: Any) -> None:
+        """If the checkpoints fall behind, let the writer catch them up (bounds the WAL's size)."""
+        wal = Path(f"{self.path}-wal")
+        try:
+            size = wal.stat().st_size
+        except OSError:
+            return
+        if size > BULK_WAL_LIMIT:
+            conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def alembic_config(engine: sa.Engine | None = None) -> Config:

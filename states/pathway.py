@@ -22,7 +22,7 @@ from states.context import Ctx
 from states.events import Event, EventValidationError
 from states.facts import Snapshot
 from states.machine import allowed_events, destination, is_allowed
-from states.plan import project
+from states.plan import Planned, project
 from states.policy import Policy
 from states.rules import Reason, reason
 from states.vocabulary import (
@@ -225,6 +225,13 @@ def replay(history: Sequence[Event], policy: Policy) -> Snapshot | None:
     for e in effective(history):
         s = evolve(s, e, policy)
     return s
+
+
+def plan_for(history: Sequence[Event], policy: Policy) -> list[Planned]:
+    """The care plan as a pure function of a patient's accepted history and the policy: the
+    reminders that should be pending (key, kind, due_on, notify_at)."""
+    s = replay(history, policy)
+    return project(s, policy) if s is not None else []
 
 
 def decide_void(history: Sequence[Event], s: Snapshot | None, e: Event, policy: Policy, today: date) -> Outcome:

@@ -215,3 +215,41 @@ def test_the_installed_console_script_records_from_stdin(tmp_path: Path) -> None
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 13
+
+
+def test_without_pathway_now_the_cli_uses_the_system_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole process under freezegun: `today` is the clinic-local date of the system clock
+    (23:30 UTC on 30 June is already 1 July in London, BST)."""
+    from freezegun import freeze_time
+
+    monkeypatch.setenv("PATHWAY_DB", f"sqlite:///{tmp_path / 'clock.db'}")
+    monkeypatch.delenv("PATHWAY_NOW", raising=False)
+    with freeze_time("2026-06-30 23:30:00"):
+        result = CliRunner().invoke(main, ["worklist", "--json"], catch_exceptions=False)
+        future = CliRunner().invoke(main, ["record", "-", "--json"], catch_exceptions=False, input=json.dumps(
+            {"patient": "F1", "type": "referral", "on": "2026-07-02", "data": {"primary": "colorectal"}}) + "\n")
+    assert json.loads(result.stdout)["today"] == "2026-07-01"
+    assert "2026-07-02 is in the future (today is 2026-07-01 in Europe/London)" in lines(future.stdout)[0]["error"]
+
+
+def test_record_on_a_terminal_shows_a_progress_bar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal, `record FILE` shows its progress (on stderr) and the summary."""
+    import pty
+
+    monkeypatch.setenv("PATHWAY_DB", f"sqlite:///{tmp_path / 'tty.db'}")
+    monkeypatch.setenv("PATHWAY_NOW", NOW)
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    output = bytearray()
+
+    def read(fd: int) -> bytes:
+        data = os.read(fd, 65536)
+        output.extend(data)
+        return data
+
+    status = pty.spawn([str(Path(sys.executable).with_name("pathway")), "record", str(V1)], read)
+    text = output.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert "recording" in text
+    assert "13 events: 13 accepted" in text

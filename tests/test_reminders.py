@@ -1033,3 +1033,20 @@ def test_no_two_pending_reminders_ever_share_a_key(engine: Engine) -> None:
         sound(engine)
     assert engine.show(P).state == "follow_up"
     assert kinds(engine, P) == {"surveillance"}
+
+
+def test_the_care_plan_is_a_pure_function_of_the_accepted_history(engine: Engine) -> None:
+    """states.pathway.plan_for(history, policy) gives exactly the engine's pending reminders."""
+    from states.events import parse_event
+    from states.pathway import plan_for
+    from states.policy import DEFAULT_POLICY
+    from tests.conftest import load_example
+
+    events, _ = load_example("V9")
+    for event in events:
+        engine.record(event)
+    accepted = [e for e in engine.history("V9") if e.status == "accepted"]
+    history = [parse_event({"patient": "V9", "type": h.type, "on": h.on.isoformat(), "data": h.data}) for h in accepted]
+    planned = [(p.key, p.kind, p.due_on, p.notify_at) for p in plan_for(history, DEFAULT_POLICY)]
+    stored = [(r.key, r.kind, r.due_on, r.notify_at) for r in engine.show("V9").reminders]
+    assert sorted(planned) == sorted(stored) and len(planned) == 14
