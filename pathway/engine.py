@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -46,7 +46,7 @@ from states.vocabulary import EventType, Severity, Status
 log = logging.getLogger("pathway")
 
 MAX_STORED_INVALID = 16_000  # characters of an invalid submission kept in the audit log
-SNAPSHOT_CACHE_SIZE = 20_000  # patients whose snapshot and projection stay in memory (LRU)
+SNAPSHOT_CACHE_SIZE = 40_000  # patients whose snapshot and projection stay in memory (LRU, ~4 KB each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,8 +166,9 @@ class PatientView:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class WorklistItem:
+class WorklistItem(NamedTuple):
+    """A reminder on a worklist (a named tuple: worklists are long)."""
+
     reminder: Reminder
     days: int  # due_on - today: negative when overdue
 

@@ -13,7 +13,7 @@ import calendar
 import functools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from states.context import plus
 from states.facts import Snapshot
@@ -64,9 +64,9 @@ class Planned:
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
-class Reminder:
-    """A stored reminder: a planned one with its status (and, on worklists, the patient's state)."""
+class Reminder(NamedTuple):
+    """A stored reminder: a planned one with its status (and, on worklists, the patient's state).
+    A named tuple: worklists build tens of thousands of them, and tuples are built fastest."""
 
     key: str
     patient: str
