@@ -451,7 +451,8 @@ class Engine:
                                            version=new_version, refers_to=refers_to))
         except self.repository.integrity_errors as exc:  # the same key bound by a concurrent writer
             raise StaleVersion(f"patient {event.patient}: key {event.key!r} was bound concurrently") from exc
-        tx.reconcile(old_planned, planned, closed_status=fulfils, closed_by=event_id, now=now)
+        tx.reconcile(old_planned, planned, state=str(new.state), state_changed=snapshot is None or new.state != snapshot.state,
+                     closed_status=fulfils, closed_by=event_id, now=now)
         loaded = tx.memo[event.patient] = _Loaded(new_version, new, planned)
         self._cache.put(event.patient, loaded)
         log.debug("accepted %s patient=%s state=%s", event.type, event.patient, new.state)

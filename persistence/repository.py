@@ -97,7 +97,7 @@ class _Sql:
             "SELECT id, patient, type, event_on, status, recorded_by, idem_key, content_hash, payload, reasons, "
             "error, state_after, version, refers_to, recorded_at FROM event_log"
         )
-        self.select_reminders = "SELECT key, patient, kind, due_on, notify_at, status, detail FROM reminder"
+        self.select_reminders = "SELECT key, patient, kind, due_on, notify_at, status, detail, state FROM reminder"
         self.select_patient = (
             "SELECT p.state, p.version, s.snapshot FROM patient p JOIN patient_snapshot s ON s.patient = p.id "
             f"WHERE p.id = {q}"
@@ -125,9 +125,9 @@ class _Sql:
         self.max_event_id = "SELECT COALESCE(MAX(id), 0) FROM event_log"
         self.upsert_reminder = (
             "INSERT INTO reminder (key, patient, kind, due_on, notify_at, status, detail, created_at, updated_at, "
-            f"closed_by) VALUES ({marks(10)}) ON CONFLICT (key) DO UPDATE SET due_on = excluded.due_on, "
+            f"closed_by, state) VALUES ({marks(11)}) ON CONFLICT (key) DO UPDATE SET due_on = excluded.due_on, "
             "notify_at = excluded.notify_at, detail = excluded.detail, status = excluded.status, "
-            "updated_at = excluded.updated_at, closed_by = excluded.closed_by"
+            "updated_at = excluded.updated_at, closed_by = excluded.closed_by, state = excluded.state"
         )
         self.close_reminder = (
             f"UPDATE reminder SET status = {q}, closed_by = {q}, updated_at = {q} "
@@ -281,9 +281,13 @@ class ReadTx:
                            sql.read_instant(row[14]))
 
     def _reminder(self, row: Any) -> Reminder:
-        sql = self.repo.sql
-        return Reminder(row[0], row[1], row[2], sql.read_day(row[3]), sql.read_instant(row[4]), row[5],
-                              row[6], row[7] if len(row) > 7 else None)
+        due, notify = row[3], row[4]
+        if type(due) is str:  # SQLite: text, as SQLAlchemy stores dates and instants there
+            due = date.fromisoformat(due)
+            notify = self.repo.sql.read_instant(notify)
+        elif notify.tzinfo is not UTC:
+            notify = notify.astimezone(UTC)
+        return Reminder(row[0], row[1], row[2], due, notify, row[5], row[6], row[7])
 
     def accepted_with_key(self, patient: str, key: str) -> StoredEvent | None:
         sql = self.repo.sql
@@ -297,8 +301,9 @@ class ReadTx:
         return [self._event(row) for row in self._rows(f"{sql.select_events}{where} ORDER BY id", (patient,))]
 
     def reminders(self, patient: str, statuses: Iterable[str] | None = ("pending",)) -> list[Reminder]:
+        """A patient's reminders: the key range "<patient>:" (its rows are clustered together)."""
         sql = self.repo.sql
-        where, params = f" WHERE patient = {sql.q}", [patient]
+        where, params = f" WHERE key >= {sql.q} AND key < {sql.q}", [f"{patient}:", f"{patient};"]
         if statuses is not None:
             wanted = list(statuses)
             where += f" AND status IN ({', '.join([sql.q] * len(wanted))})"
@@ -309,10 +314,9 @@ class ReadTx:
     def due_by(self, until: date, *, limit: int | None = None) -> list[Reminder]:
         """Pending reminders due on or before `until`, the oldest first (overdue first)."""
         sql = self.repo.sql
-        statement = (
-            "SELECT r.key, r.patient, r.kind, r.due_on, r.notify_at, 'pending', r.detail, p.state "
-            "FROM reminder r JOIN patient p ON p.id = r.patient "
-            f"WHERE r.status = 'pending' AND r.due_on <= {sql.q} ORDER BY r.due_on, r.patient, r.kind"
+        statement = (  # read from the partial index ix_reminder_pending_due alone
+            "SELECT key, patient, kind, due_on, notify_at, 'pending', detail, state FROM reminder "
+            f"WHERE status = 'pending' AND due_on <= {sql.q} ORDER BY due_on, patient, kind"
         )
         params: list[Any] = [sql.day(until)]
         if limit is not None:
@@ -449,20 +453,25 @@ class WriteTx(ReadTx):
         old: Sequence[Planned],
         new: Sequence[Planned],
         *,
+        state: str,
+        state_changed: bool,
         closed_status: dict[str, str],
         closed_by: int | None,
         now: datetime,
     ) -> None:
         """Make the stored reminders follow the projection: insert new keys (or reopen closed
-        ones), close vanished keys with the status given per key, move changed ones."""
+        ones), close vanished keys with the status given per key, move changed ones. Pending
+        reminders carry the patient's `state`: when it changed, every kept one is rewritten too."""
         sql = self.repo.sql
         stamp = sql.instant(now)
         before = {p.key: p for p in old}
         upserts = [
             (p.key, p.patient, str(p.kind), sql.day(p.due_on), sql.instant(p.notify_at), "pending", p.detail,
-             stamp, stamp, None)
+             stamp, stamp, None, state)
             for p in new
-            if (q := before.get(p.key)) is None or (q.due_on, q.notify_at, q.detail) != (p.due_on, p.notify_at, p.detail)
+            if state_changed
+            or (q := before.get(p.key)) is None
+            or (q.due_on, q.notify_at, q.detail) != (p.due_on, p.notify_at, p.detail)
         ]
         after = {p.key for p in new}
         closing = [
@@ -478,7 +487,7 @@ class WriteTx(ReadTx):
         for status, by, when, key in closing:
             written = self._reminders.get(key)
             if written is not None:  # planned earlier in this batch: write it closed
-                self._reminders[key] = (*written[:5], status, written[6], written[7], when, by)
+                self._reminders[key] = (*written[:5], status, written[6], written[7], when, by, written[10])
             else:
                 self._closes[key] = (status, by, when, key)
 

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -105,25 +106,29 @@ class EventRow(SQLModel, table=True):
 
 
 class ReminderRow(SQLModel, table=True):
-    """A reminder of the projected care plan, reconciled with every accepted event."""
+    """A reminder of the projected care plan, reconciled with every accepted event. Clustered by
+    key on SQLite (a patient's reminders share pages); see migrations 0001 and 0002."""
 
     __tablename__ = "reminder"
     __table_args__ = (
-        sa.Index("ix_reminder_patient_status_due", "patient", "status", "due_on"),
-        # the worklist reads this partial index alone, in its order (see migration 0002)
+        # the worklist reads this partial index alone, in its order
         sa.Index(
-            "ix_reminder_pending_due", "due_on", "patient", "kind", "key", "notify_at", "detail",
+            "ix_reminder_pending_due", "due_on", "patient", "kind", "key", "notify_at", "detail", "state",
             sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'"),
         ),
         sa.Index(
             "ix_reminder_pending_notify", "notify_at",
             sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'"),
         ),
+        {"sqlite_with_rowid": False},
     )
 
-    id: int | None = Field(default=None, primary_key=True)
-    #: Stable key of the planned thing, e.g. "P1:chemo_cycle:2:3"; receivers de-duplicate on it.
-    key: str = Field(max_length=200, unique=True)
+    #: Stable key of the planned thing, "<patient>:<kind>:...", e.g. "P1:chemo_cycle:2:3";
+    #: receivers de-duplicate on it. Sorts bytewise (collation C on PostgreSQL).
+    key: str = Field(
+        primary_key=True,
+        sa_type=sa.String(200).with_variant(postgresql.VARCHAR(200, collation="C"), "postgresql"),
+    )
     patient: str = Field(foreign_key="patient.id", max_length=64)
     kind: str = Field(max_length=32)
     due_on: date
@@ -131,6 +136,8 @@ class ReminderRow(SQLModel, table=True):
     #: pending | done | cancelled
     status: str = Field(max_length=16)
     detail: str = Field(default="", max_length=500)
+    #: The patient's state (kept current while the reminder is pending: worklists need no join).
+    state: str = Field(max_length=32)
     created_at: datetime = _instant()
     updated_at: datetime = _instant()
     #: The event that closed it (done or cancelled).

@@ -77,8 +77,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'pathway.db'}"
+def sqlite_url(tmp_path: Path) -> Iterator[str]:
+    """A SQLite database of the current schema: a copy of a migrated template, on memory-backed
+    storage when the machine has it (migrating and fsyncing each test's file costs more than the
+    test). Tests of creating and migrating a database use `db_url`, a fresh file."""
+    from tests.builders import fast_sqlite
+
+    yield from fast_sqlite(tmp_path)
 
 
 @pytest.fixture

@@ -125,8 +125,8 @@ def test_reconcile_inserts_new_keys_closes_vanished_ones_and_moves_changed_ones(
     c = planned("c", date(2026, 3, 20))
     with repo.write() as tx:
         save(tx, 1)
-        tx.reconcile([], [a, b], closed_status={}, closed_by=None, now=NOW)
-        tx.reconcile([a, b], [b_moved, c], closed_status={a.key: "done"}, closed_by=7, now=NOW)
+        tx.reconcile([], [a, b], state="neoadjuvant_chemo", state_changed=False, closed_status={}, closed_by=None, now=NOW)
+        tx.reconcile([a, b], [b_moved, c], state="neoadjuvant_chemo", state_changed=False, closed_status={a.key: "done"}, closed_by=7, now=NOW)
     with repo.read() as tx:
         pending = {r.key: r.due_on for r in tx.reminders("P1")}
         closed = {r.key: r.status for r in tx.reminders("P1", statuses=("done", "cancelled"))}
@@ -138,9 +138,9 @@ def test_a_closed_reminder_whose_key_is_planned_again_is_reopened(repo: Reposito
     a = planned("a", date(2026, 3, 10))
     with repo.write() as tx:
         save(tx, 1)
-        tx.reconcile([], [a], closed_status={}, closed_by=None, now=NOW)
-        tx.reconcile([a], [], closed_status={}, closed_by=3, now=NOW)
-        tx.reconcile([], [a], closed_status={}, closed_by=None, now=NOW)
+        tx.reconcile([], [a], state="neoadjuvant_chemo", state_changed=False, closed_status={}, closed_by=None, now=NOW)
+        tx.reconcile([a], [], state="neoadjuvant_chemo", state_changed=False, closed_status={}, closed_by=3, now=NOW)
+        tx.reconcile([], [a], state="neoadjuvant_chemo", state_changed=False, closed_status={}, closed_by=None, now=NOW)
     with repo.read() as tx:
         assert [(r.key, r.status) for r in tx.reminders("P1", statuses=None)] == [(a.key, "pending")]
 
@@ -151,7 +151,7 @@ def test_instants_come_back_timezone_aware_in_utc(repo: Repository) -> None:
     due = Planned(due.key, due.patient, due.kind, due.due_on, local, due.detail)
     with repo.write() as tx:
         save(tx, 1)
-        tx.reconcile([], [due], closed_status={}, closed_by=None, now=NOW)
+        tx.reconcile([], [due], state="neoadjuvant_chemo", state_changed=False, closed_status={}, closed_by=None, now=NOW)
     with repo.read() as tx:
         (stored,) = tx.reminders("P1")
     assert stored.notify_at == local and stored.notify_at.tzinfo is not None
@@ -162,9 +162,9 @@ def test_due_by_lists_pending_reminders_due_by_a_date_oldest_first_with_the_pati
         save(tx, 1, patient="P1", state="neoadjuvant_chemo")
         save(tx, 1, patient="P2", state="follow_up")
         tx.reconcile([], [planned("x", date(2026, 3, 9), "P1"), planned("late", date(2026, 2, 1), "P1")],
-                     closed_status={}, closed_by=None, now=NOW)
+                     state="neoadjuvant_chemo", state_changed=False, closed_status={}, closed_by=None, now=NOW)
         tx.reconcile([], [planned("y", date(2026, 3, 5), "P2"), planned("far", date(2026, 9, 1), "P2")],
-                     closed_status={}, closed_by=None, now=NOW)
+                     state="follow_up", state_changed=False, closed_status={}, closed_by=None, now=NOW)
     with repo.read() as tx:
         rows = tx.due_by(date(2026, 3, 9))
     assert [(r.key, r.state) for r in rows] == [
@@ -213,5 +213,29 @@ def test_a_database_at_an_older_revision_is_refused_until_pathway_db_upgrade(db_
     assert db.current_revision(engine) == db.head_revision()
     with engine.connect() as conn:
         names = {ix["name"] for ix in sa.inspect(conn).get_indexes("reminder")}
-    assert {"ix_reminder_pending_due", "ix_reminder_pending_notify", "ix_reminder_patient_status_due"} <= names
+    assert {"ix_reminder_pending_due", "ix_reminder_pending_notify"} <= names
     engine.dispose()
+
+
+def test_pending_reminders_follow_the_patient_state_when_it_changes(repo: Repository) -> None:
+    kept = planned("kept", date(2026, 4, 1))
+    with repo.write() as tx:
+        save(tx, 1)
+        tx.reconcile([], [kept], state="adjuvant_chemo", state_changed=True, closed_status={}, closed_by=None,
+                     now=NOW)
+        tx.reconcile([kept], [kept], state="follow_up", state_changed=True, closed_status={}, closed_by=None,
+                     now=NOW)
+    with repo.read() as tx:
+        assert [r.state for r in tx.due_by(date(2026, 12, 31))] == ["follow_up"]
+        assert [r.state for r in tx.reminders("P1")] == ["follow_up"]
+
+
+def test_a_patient_s_reminders_are_its_key_range_only(repo: Repository) -> None:
+    """Keys start with "<patient>:", so P1's range never takes P10's or P1x's reminders."""
+    with repo.write() as tx:
+        for patient in ("P1", "P10", "P1x"):
+            save(tx, 1, patient=patient)
+            tx.reconcile([], [planned("a", date(2026, 4, 1), patient)], state="referral", state_changed=True,
+                         closed_status={}, closed_by=None, now=NOW)
+    with repo.read() as tx:
+        assert [r.key for r in tx.reminders("P1")] == ["P1:a"]

@@ -10,9 +10,7 @@ added, nothing is duplicated."  Default policy throughout; dates are 2026 unless
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,7 +30,6 @@ from tests.builders import (
     died,
     discharged,
     due,
-    fast_sqlite,
     kinds,
     london_8am,
     pending,
@@ -49,12 +46,6 @@ from tests.builders import (
 )
 
 P = "P1"
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> Iterator[str]:
-    """The conftest's SQLite database, copied from a migrated template onto fast storage."""
-    yield from fast_sqlite(tmp_path)
 
 
 def d(text: str) -> date:

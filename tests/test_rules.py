@@ -10,9 +10,7 @@ NOT_ALLOWED_IN_STATE and CYCLE_OUT_OF_SEQUENCE. Clinical sources are in clinical
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,7 +31,6 @@ from tests.builders import (
     decision,
     died,
     discharged,
-    fast_sqlite,
     frozen,
     pve,
     recurrence,
@@ -48,12 +45,6 @@ from tests.builders import (
 )
 
 P = "P1"
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> Iterator[str]:
-    """The conftest's SQLite database, copied from a migrated template onto fast storage."""
-    yield from fast_sqlite(tmp_path)
 
 
 MDT = days(START, 7)  # the decision day after walk_to(..., "mdt_assessment")

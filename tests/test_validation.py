@@ -12,9 +12,7 @@ nothing changed (state, version, pending reminders) and the audit history record
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,7 +32,6 @@ from tests.builders import (
     delayed,
     died,
     event,
-    fast_sqlite,
     frozen,
     pve,
     recurrence,
@@ -49,12 +46,6 @@ from tests.builders import (
 )
 
 P = "P1"
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> Iterator[str]:
-    """The conftest's SQLite database, copied from a migrated template onto fast storage."""
-    yield from fast_sqlite(tmp_path)
 
 
 DAY = days(START, 10)  # after the last event of any walk_to (day 7, or day 21 for surgery)

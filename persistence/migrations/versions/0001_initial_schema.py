@@ -7,6 +7,7 @@ Create Date: 2026-11-27
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision = "0001"
 down_revision = None
@@ -14,6 +15,7 @@ branch_labels = None
 depends_on = None
 
 ACCEPTED_KEY = "status = 'accepted' AND idem_key IS NOT NULL"
+KEY = sa.String(200).with_variant(postgresql.VARCHAR(200, collation="C"), "postgresql")
 
 
 def upgrade() -> None:
@@ -66,23 +68,25 @@ def upgrade() -> None:
         postgresql_where=sa.text(ACCEPTED_KEY),
     )
 
+    # Reminders are clustered by key ("<patient>:<kind>:..."): a patient's reminders share pages,
+    # so reconciling them after an event touches one page, and "a patient's reminders" is a key
+    # range. The key sorts bytewise on PostgreSQL too (collation C) for that range to hold.
+    # `state` is the patient's state, kept on pending reminders so that worklists read one index.
     op.create_table(
         "reminder",
-        sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column("key", sa.String(200), nullable=False, unique=True),
+        sa.Column("key", KEY, primary_key=True),
         sa.Column("patient", sa.String(64), sa.ForeignKey("patient.id"), nullable=False),
         sa.Column("kind", sa.String(32), nullable=False),
         sa.Column("due_on", sa.Date(), nullable=False),
         sa.Column("notify_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("detail", sa.String(500), nullable=False),
+        sa.Column("state", sa.String(32), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("closed_by", sa.Integer(), nullable=True),
+        sqlite_with_rowid=False,
     )
-    op.create_index("ix_reminder_status_due", "reminder", ["status", "due_on"])
-    op.create_index("ix_reminder_status_notify", "reminder", ["status", "notify_at"])
-    op.create_index("ix_reminder_patient_status", "reminder", ["patient", "status"])
 
     # The audit log is append-only: the database itself refuses updates and deletes.
     if op.get_bind().dialect.name == "sqlite":

@@ -1,11 +1,8 @@
-"""Reminder indexes shaped by the queries that use them.
+"""Worklist and dispatch indexes: partial indexes over pending reminders only.
 
-- (patient, status, due_on): a patient's pending reminders by date. With (patient, status) alone,
-  SQLite's planner preferred (status, due_on) and scanned every pending reminder (measured: `show`
-  took 50 ms at 10,000 patients instead of ~2 ms).
-- pending only, (due_on, patient, kind, key, notify_at, detail): the worklist, read from the index
-  alone in its own order (no lookups into the table, no sort).
-- pending only, (notify_at): what is due to be sent.
+- (due_on, patient, kind, key, notify_at, detail, state): the worklist is read from this index
+  alone, already in its order (no table lookups, no join, no sort): measured at 100,000 patients.
+- (notify_at): what is due to be sent.
 
 Revision ID: 0002
 Revises: 0001
@@ -24,14 +21,10 @@ PENDING = "status = 'pending'"
 
 
 def upgrade() -> None:
-    op.drop_index("ix_reminder_patient_status", table_name="reminder")
-    op.drop_index("ix_reminder_status_due", table_name="reminder")
-    op.drop_index("ix_reminder_status_notify", table_name="reminder")
-    op.create_index("ix_reminder_patient_status_due", "reminder", ["patient", "status", "due_on"])
     op.create_index(
         "ix_reminder_pending_due",
         "reminder",
-        ["due_on", "patient", "kind", "key", "notify_at", "detail"],
+        ["due_on", "patient", "kind", "key", "notify_at", "detail", "state"],
         sqlite_where=sa.text(PENDING),
         postgresql_where=sa.text(PENDING),
     )
@@ -47,7 +40,3 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_reminder_pending_notify", table_name="reminder")
     op.drop_index("ix_reminder_pending_due", table_name="reminder")
-    op.drop_index("ix_reminder_patient_status_due", table_name="reminder")
-    op.create_index("ix_reminder_status_notify", "reminder", ["status", "notify_at"])
-    op.create_index("ix_reminder_status_due", "reminder", ["status", "due_on"])
-    op.create_index("ix_reminder_patient_status", "reminder", ["patient", "status"])
