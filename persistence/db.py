@@ -101,6 +101,8 @@ class Checkpointer:
     def __init__(self, path: str, interval: float = 0.25):
         self.path = path
         self.interval = interval
+        #: WAL frames not yet copied into the database at the last pass (-1: it could not run).
+        self.backlog = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pathway-wal-checkpoint", daemon=True)
         self._thread.start()
@@ -111,19 +113,18 @@ class Checkpointer:
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             while not self._stop.wait(self.interval):
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                ((busy, frames, copied),) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self.backlog = -1 if busy or frames < 0 else frames - copied
         finally:
             conn.close()
 
     def after_commit(self, conn: Any) -> None:
-        """If the checkpoints fall behind, let the writer catch them up (bounds the WAL's size)."""
-        wal = Path(f"{self.path}-wal")
-        try:
-            size = wal.stat().st_size
-        except OSError:
-            return
-        if size > BULK_WAL_LIMIT:
+        """If the background checkpoints fall behind, the writer catches them up itself, which
+        bounds the WAL. (Not the WAL file's size: SQLite reuses the file from its start once it is
+        fully checkpointed, without shrinking it.)"""
+        if self.backlog * 4096 > BULK_WAL_LIMIT:
             conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+            self.backlog = 0
 
     def stop(self) -> None:
         self._stop.set()

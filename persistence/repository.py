@@ -9,6 +9,7 @@ Hot paths use SQLAlchemy Core statements (an ORM flush costs ~8x more per row he
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,17 @@ from states.plan import Planned, Reminder
 def _json(value: Any, *, sort: bool = False) -> str:
     """Compact JSON text (orjson: ~15x faster than the json module on this hot path)."""
     return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS if sort else 0).decode()
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class StaleVersion(RuntimeError):
@@ -98,10 +110,7 @@ class _Sql:
             "error, state_after, version, refers_to, recorded_at FROM event_log"
         )
         self.select_reminders = "SELECT key, patient, kind, due_on, notify_at, status, detail, state FROM reminder"
-        self.select_patient = (
-            "SELECT p.state, p.version, s.snapshot FROM patient p JOIN patient_snapshot s ON s.patient = p.id "
-            f"WHERE p.id = {q}"
-        )
+        self.select_patient = f"SELECT state, version, snapshot FROM patient WHERE id = {q}"
         self.select_version = f"SELECT version FROM patient WHERE id = {q}"
         self.insert_event = (
             "INSERT INTO event_log (patient, type, event_on, status, recorded_by, idem_key, content_hash, "
@@ -109,15 +118,13 @@ class _Sql:
             "RETURNING id"
         )
         self.insert_patient = (
-            "INSERT INTO patient (id, primary_tumour, state, version, referred_on, latest_on, created_at, "
-            f"updated_at) VALUES ({marks(8)})"
+            "INSERT INTO patient (id, primary_tumour, state, version, snapshot, referred_on, latest_on, "
+            f"created_at, updated_at) VALUES ({marks(9)})"
         )
         self.update_patient = (
-            f"UPDATE patient SET state = {q}, version = {q}, latest_on = {q}, updated_at = {q} "
+            f"UPDATE patient SET state = {q}, version = {q}, snapshot = {q}, latest_on = {q}, updated_at = {q} "
             f"WHERE id = {q} AND version = {q}"
         )
-        self.insert_snapshot = f"INSERT INTO patient_snapshot (patient, snapshot) VALUES ({q}, {q})"
-        self.update_snapshot = f"UPDATE patient_snapshot SET snapshot = {q} WHERE patient = {q}"
         self.insert_event_with_id = (
             "INSERT INTO event_log (id, patient, type, event_on, status, recorded_by, idem_key, content_hash, "
             f"payload, reasons, error, state_after, version, refers_to, recorded_at) VALUES ({marks(15)})"
@@ -287,7 +294,7 @@ class ReadTx:
             notify = self.repo.sql.read_instant(notify)
         elif notify.tzinfo is not UTC:
             notify = notify.astimezone(UTC)
-        return Reminder(row[0], row[1], row[2], due, notify, row[5], row[6], row[7])
+        return Reminder._make((row[0], row[1], row[2], due, notify, row[5], row[6], row[7]))
 
     def accepted_with_key(self, patient: str, key: str) -> StoredEvent | None:
         sql = self.repo.sql
@@ -322,7 +329,12 @@ class ReadTx:
         if limit is not None:
             statement += f" LIMIT {sql.q}"
             params.append(limit)
-        return [self._reminder(row) for row in self._rows(statement, params)]
+        with _no_gc():  # tens of thousands of tuples, no cycles: skip the collector's passes
+            rows = self._rows(statement, params)
+            if not sql.sqlite:
+                return [self._reminder(row) for row in rows]
+            make, day, instant = Reminder._make, date.fromisoformat, sql.read_instant
+            return [make((r[0], r[1], r[2], day(r[3]), instant(r[4]), r[5], r[6], r[7])) for r in rows]
 
 
 class WriteTx(ReadTx):
@@ -348,7 +360,6 @@ class WriteTx(ReadTx):
         self._keys: dict[tuple[str, str], StoredEvent] = {}
         self._new_patients: dict[str, list[Any]] = {}
         self._updated_patients: dict[str, list[Any]] = {}
-        self._snapshots: dict[str, str] = {}
         self._reminders: dict[str, tuple[Any, ...]] = {}  # key -> the row's final values (upsert)
         self._closes: dict[str, tuple[Any, ...]] = {}  # key -> (status, closed_by, stamp, key)
 
@@ -416,37 +427,35 @@ class WriteTx(ReadTx):
         text = _json(snapshot)
         sql = self.repo.sql
         if self.buffered:
-            self._snapshots[patient] = text
             if patient in self._new_patients:
                 row = self._new_patients[patient]
-                row[2], row[3], row[5], row[7] = state, version, sql.day(latest_on), sql.instant(now)
+                row[2:5] = [state, version, text]
+                row[6], row[8] = sql.day(latest_on), sql.instant(now)
             elif patient in self._updated_patients:
                 row = self._updated_patients[patient]  # its version check stays the first one read
-                row[0:4] = [state, version, sql.day(latest_on), sql.instant(now)]
+                row[0:5] = [state, version, text, sql.day(latest_on), sql.instant(now)]
             elif version == 1:
-                self._new_patients[patient] = [patient, primary, state, 1, sql.day(referred_on),
+                self._new_patients[patient] = [patient, primary, state, 1, text, sql.day(referred_on),
                                                sql.day(latest_on), sql.instant(now), sql.instant(now)]
             else:
-                self._updated_patients[patient] = [state, version, sql.day(latest_on), sql.instant(now),
+                self._updated_patients[patient] = [state, version, text, sql.day(latest_on), sql.instant(now),
                                                    patient, version - 1]
             return
         if version == 1:
             try:
                 self.cursor.execute(
                     sql.insert_patient,
-                    (patient, primary, state, 1, sql.day(referred_on), sql.day(latest_on),
+                    (patient, primary, state, 1, text, sql.day(referred_on), sql.day(latest_on),
                      sql.instant(now), sql.instant(now)),
                 )
             except self.repo.integrity_errors as exc:  # the transaction is now unusable: the caller retries it
                 raise StaleVersion(f"patient {patient} was created by another writer") from exc
-            self.cursor.execute(sql.insert_snapshot, (patient, text))
             return
         self.cursor.execute(
-            sql.update_patient, (state, version, sql.day(latest_on), sql.instant(now), patient, version - 1)
+            sql.update_patient, (state, version, text, sql.day(latest_on), sql.instant(now), patient, version - 1)
         )
         if self.cursor.rowcount != 1:
             raise StaleVersion(f"patient {patient} changed since version {version - 1} was read")
-        self.cursor.execute(sql.update_snapshot, (text, patient))
 
     def reconcile(
         self,
@@ -501,7 +510,6 @@ class WriteTx(ReadTx):
                 self._many(sql.insert_patient, [tuple(row) for row in self._new_patients.values()])
             except self.repo.integrity_errors as exc:
                 raise StaleVersion("a patient was created by another writer") from exc
-            self._many(sql.insert_snapshot, [(p, self._snapshots.pop(p)) for p in self._new_patients])
             self._new_patients.clear()
         if self._updated_patients:
             rows = [tuple(row) for row in self._updated_patients.values()]
@@ -511,7 +519,6 @@ class WriteTx(ReadTx):
                 changed += self.cursor.rowcount
             if changed != len(rows):
                 raise StaleVersion("a patient changed since it was read")
-            self._many(sql.update_snapshot, [(self._snapshots.pop(p), p) for p in self._updated_patients])
             self._updated_patients.clear()
         if self._events:
             self._many(sql.insert_event_with_id, self._events)

@@ -40,30 +40,22 @@ def _instant(nullable: bool = False) -> Any:
 
 
 class PatientRow(SQLModel, table=True):
-    """One narrow row per patient (worklists join it), with its optimistic version."""
+    """One row per patient: the current snapshot, for fast reads, with an optimistic version.
+    Not indexed by state: every state change would rewrite two more pages (see migration 0001)."""
 
     __tablename__ = "patient"
-    __table_args__ = {"sqlite_with_rowid": False}
 
     id: str = Field(primary_key=True, max_length=64)
     primary_tumour: str = Field(max_length=32)
-    state: str = Field(max_length=32, index=True)
+    state: str = Field(max_length=32)
     #: Incremented by every accepted event; a writer updates only the version it read.
     version: int
+    #: The snapshot (states.facts.Snapshot) as JSON text.
+    snapshot: str = Field(sa_type=sa.Text())
     referred_on: date
     latest_on: date
     created_at: datetime = _instant()
     updated_at: datetime = _instant()
-
-
-class SnapshotRow(SQLModel, table=True):
-    """The patient's snapshot (states.facts.Snapshot) as JSON, for fast reads; updated with the
-    patient row in the same transaction."""
-
-    __tablename__ = "patient_snapshot"
-
-    patient: str = Field(primary_key=True, foreign_key="patient.id", max_length=64)
-    snapshot: str = Field(sa_type=sa.Text())
 
 
 class EventRow(SQLModel, table=True):
@@ -113,7 +105,7 @@ class ReminderRow(SQLModel, table=True):
     __table_args__ = (
         # the worklist reads this partial index alone, in its order
         sa.Index(
-            "ix_reminder_pending_due", "due_on", "patient", "kind", "key", "notify_at", "detail", "state",
+            "ix_reminder_pending_due", "due_on", "patient", "kind", "key", "notify_at", "detail", "state", "status",
             sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'"),
         ),
         sa.Index(
@@ -146,6 +138,5 @@ class ReminderRow(SQLModel, table=True):
 
 metadata = SQLModel.metadata
 patient_table: sa.Table = PatientRow.__table__  # type: ignore[attr-defined]
-snapshot_table: sa.Table = SnapshotRow.__table__  # type: ignore[attr-defined]
 event_table: sa.Table = EventRow.__table__  # type: ignore[attr-defined]
 reminder_table: sa.Table = ReminderRow.__table__  # type: ignore[attr-defined]

@@ -19,25 +19,19 @@ KEY = sa.String(200).with_variant(postgresql.VARCHAR(200, collation="C"), "postg
 
 
 def upgrade() -> None:
-    # A narrow patient row (clustered by id on SQLite): worklists join it for the state, so it
-    # must be small; the snapshot, ~1 KB of JSON, lives in patient_snapshot.
+    # Every accepted event rewrites its patient's row: one page. No index on state (each state
+    # change would rewrite two more pages): listing patients by state scans this table.
     op.create_table(
         "patient",
         sa.Column("id", sa.String(64), primary_key=True),
         sa.Column("primary_tumour", sa.String(32), nullable=False),
         sa.Column("state", sa.String(32), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("snapshot", sa.Text(), nullable=False),
         sa.Column("referred_on", sa.Date(), nullable=False),
         sa.Column("latest_on", sa.Date(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sqlite_with_rowid=False,
-    )
-    op.create_index("ix_patient_state", "patient", ["state"])
-    op.create_table(
-        "patient_snapshot",
-        sa.Column("patient", sa.String(64), sa.ForeignKey("patient.id"), primary_key=True),
-        sa.Column("snapshot", sa.Text(), nullable=False),
     )
 
     op.create_table(
@@ -120,5 +114,4 @@ def downgrade() -> None:
         op.execute("DROP FUNCTION IF EXISTS event_log_append_only()")
     op.drop_table("reminder")
     op.drop_table("event_log")
-    op.drop_table("patient_snapshot")
     op.drop_table("patient")

@@ -1,7 +1,9 @@
 """Worklist and dispatch indexes: partial indexes over pending reminders only.
 
-- (due_on, patient, kind, key, notify_at, detail, state): the worklist is read from this index
-  alone, already in its order (no table lookups, no join, no sort): measured at 100,000 patients.
+- (due_on, patient, kind, key, notify_at, detail, state, status): the worklist is read from this
+  index alone, already in its order (no table lookups, no join, no sort). `status` must be a column
+  too, although the index holds only pending rows: without it SQLite looks every row up in the
+  table to check the WHERE clause (measured at 100,000 patients: 120 ms instead of 38 ms).
 - (notify_at): what is due to be sent.
 
 Revision ID: 0002
@@ -24,7 +26,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_reminder_pending_due",
         "reminder",
-        ["due_on", "patient", "kind", "key", "notify_at", "detail", "state"],
+        ["due_on", "patient", "kind", "key", "notify_at", "detail", "state", "status"],
         sqlite_where=sa.text(PENDING),
         postgresql_where=sa.text(PENDING),
     )
