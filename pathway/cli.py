@@ -3,11 +3,16 @@
     pathway record FILE|-   [--json]     apply events in order (JSON Lines; '-' = stdin)
     pathway show PATIENT    [--json]     state, history, pending reminders, advice
     pathway worklist [--today DATE] [--days N] [--json]
+    pathway run [--log] [--webhook URL] [--email ADDR --smtp HOST:PORT] [--once]
+                                         deliver reminders (until SIGINT/SIGTERM, or once)
+    pathway reminders [--patient P] [--status S] [--failed] [--json]
+                                         reminders with their delivery record
     pathway verify [PATIENT ...]         replay histories and compare with what is stored
     pathway db upgrade                   apply database migrations
 
 Exit status: 0 success; 1 an event was refused or invalid, or a patient is unknown, or a check
-failed; 2 usage or configuration error; 3 the database could not be used.
+failed, or `run --once` left failed deliveries; 2 usage or configuration error; 3 the database
+could not be used; 4 another dispatcher already runs on this SQLite database.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, 
 from rich.table import Table
 from rich.text import Text
 
-from pathway import config
+from pathway import config, delivery
 from pathway.engine import Engine, PatientView, Result
 from pathway.errors import ConcurrentUpdate, ConfigurationError, PathwayError, StorageError, UnknownPatient
 from persistence import db as dbmod
@@ -38,6 +43,7 @@ RECORD_BATCH = 2000
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
 EXIT_STORAGE = 3
+EXIT_LOCKED = 4
 
 
 class Fail(click.ClickException):
@@ -241,14 +247,148 @@ def worklist(today: date | None, days: int, as_json: bool, db_url: str | None, p
     overdue = sum(1 for i in items if i.overdue)
     table = Table(title=f"Worklist for {today.isoformat()} (+{days} days): {len(items)} due, {overdue} overdue",
                   title_justify="left")
-    for column in ("due", "in", "patient", "state", "kind", "detail"):
+    for column in ("due", "in", "patient", "state", "kind", "detail", "reminder"):
         table.add_column(column)
     for item in items:
         r = item.reminder
         style = "red" if item.days < 0 else "yellow" if item.days == 0 else "green"
         when = f"{-item.days}d overdue" if item.days < 0 else "today" if item.days == 0 else f"{item.days}d"
-        table.add_row(r.due_on.isoformat(), Text(when, style=style), r.patient, r.state or "", r.kind, r.detail)
+        sent = Text("DELIVERY FAILED", style="bold red") if r.delivery == "failed" else Text(r.delivery or "")
+        table.add_row(r.due_on.isoformat(), Text(when, style=style), r.patient, r.state or "", r.kind, r.detail,
+                      sent)
     out.print(table if items else f"Nothing due by {today.isoformat()} + {days} days.")
+
+
+# -- run, reminders ------------------------------------------------------------------------------
+
+
+def _smtp_address(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise Fail(f"--smtp must be HOST:PORT (e.g. smtp.hospital.nhs.uk:25), got '{value}'", EXIT_USAGE)
+    return host, int(port)
+
+
+def _notifiers(log_: bool, webhooks: tuple[str, ...], emails: tuple[str, ...], smtp: str | None,
+               sender: str, timeout: float) -> list[Any]:
+    notifiers: list[Any] = []
+    if log_:
+        notifiers.append(delivery.LogNotifier())
+    for url in webhooks:
+        notifiers.append(delivery.WebhookNotifier(url, timeout=timeout))
+    if emails and smtp is None:
+        raise Fail("--email needs --smtp HOST:PORT (the relay that sends it)", EXIT_USAGE)
+    if smtp is not None and not emails:
+        raise Fail("--smtp needs at least one --email ADDRESS to send to", EXIT_USAGE)
+    if emails:
+        host, port = _smtp_address(smtp)  # type: ignore[arg-type]
+        notifiers.append(delivery.EmailNotifier(list(emails), host, port, sender=sender, timeout=timeout))
+    if not notifiers:
+        raise Fail("choose where reminders go: --log, --webhook URL, and/or --email ADDRESS --smtp HOST:PORT",
+                   EXIT_USAGE)
+    return notifiers
+
+
+def _report_line(report: delivery.DispatchReport) -> str:
+    return (f"delivered {report.sent} reminders ({report.late} late), {report.retried} to retry, "
+            f"{report.failed} failed")
+
+
+@main.command()
+@click.option("--log", "log_", is_flag=True, help="Print one JSON line per reminder on stdout.")
+@click.option("--webhook", "webhooks", multiple=True, metavar="URL",
+              help="POST each reminder as JSON to URL (Idempotency-Key: the reminder's key). Repeatable.")
+@click.option("--email", "emails", multiple=True, metavar="ADDR", help="E-mail each reminder to ADDR. Repeatable.")
+@click.option("--smtp", metavar="HOST:PORT", default=None, help="SMTP relay for --email.")
+@click.option("--from", "sender", metavar="ADDR", default="pathway@localhost", show_default=True,
+              help="Sender address of the e-mails.")
+@click.option("--timeout", type=click.FloatRange(0.1, 300), default=10.0, show_default=True,
+              help="Seconds a webhook or SMTP relay may take per reminder.")
+@click.option("--once", is_flag=True, help="Deliver everything due now and exit (for cron and systemd timers).")
+@click.option("--sweep", type=click.FloatRange(0.05, 3600), default=delivery.SWEEP_SECONDS, show_default=True,
+              help="Seconds between safety sweeps of the reminder table.")
+@common
+def run(log_: bool, webhooks: tuple[str, ...], emails: tuple[str, ...], smtp: str | None, sender: str,
+        timeout: float, once: bool, sweep: float, db_url: str | None, policy_file: str | None) -> None:
+    """Deliver reminders when they fall due, until SIGINT/SIGTERM (graceful: the delivery in
+    flight is finished). Reminders that fell due while nothing ran are delivered at start, late."""
+    import signal
+    import threading
+
+    try:
+        notifiers = _notifiers(log_, webhooks, emails, smtp, sender, timeout)
+    except ConfigurationError as exc:
+        raise Fail(str(exc), EXIT_USAGE) from exc
+    err = _console(stderr=True)
+    engine = _open(db_url, policy_file)
+    with engine:
+        try:
+            if once:
+                report = engine.dispatch_due(notifiers=notifiers)
+                err.print(_report_line(report))
+                if report.failed:
+                    raise SystemExit(EXIT_PROBLEM)
+                return
+            stop = threading.Event()
+
+            def _stop(signum: int, _frame: Any) -> None:
+                stop.set()
+                if engine._dispatcher is not None:
+                    engine._dispatcher.stopping.set()  # finish the delivery in flight, start no other
+
+            signal.signal(signal.SIGTERM, _stop)
+            signal.signal(signal.SIGINT, _stop)
+            engine.start_scheduler(notifiers, sweep_seconds=sweep,
+                                   on_report=lambda report: err.print(_report_line(report)))
+            err.print(f"delivering reminders (sweep every {sweep:g} s); stop with Ctrl-C or SIGTERM")
+            while not stop.wait(1.0):
+                pass
+            engine.stop_scheduler(wait=True)
+            err.print("stopped")
+        except delivery.DispatcherLocked as exc:
+            raise Fail(str(exc), EXIT_LOCKED) from exc
+        except StorageError as exc:
+            raise Fail(str(exc), EXIT_STORAGE) from exc
+
+
+@main.command()
+@click.option("--patient", default=None, help="One patient's reminders.")
+@click.option("--status", type=click.Choice(["pending", "done", "cancelled", "queued", "sent", "failed"]),
+              default=None, help="pending/done/cancelled: the plan; queued/sent/failed: the delivery.")
+@click.option("--failed", is_flag=True, help="Same as --status failed: deliveries that gave up.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="At most N reminders.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@common
+def reminders(patient: str | None, status: str | None, failed: bool, limit: int | None, as_json: bool,
+              db_url: str | None, policy_file: str | None) -> None:
+    """Reminders with their delivery record, by due date."""
+    if failed:
+        if status not in (None, "failed"):
+            raise Fail("--failed and --status cannot be combined", EXIT_USAGE)
+        status = "failed"
+    plan = status if status in ("pending", "done", "cancelled") else None
+    sent = status if status in ("queued", "sent", "failed") else None
+    with _open(db_url, policy_file) as engine:
+        if patient is not None:
+            try:
+                engine.show(patient)
+            except UnknownPatient as exc:
+                raise Fail(str(exc), EXIT_PROBLEM) from exc
+        rows = engine.deliveries(patient=patient, status=plan, delivery=sent, limit=limit)
+    if as_json:
+        sys.stdout.write(json.dumps({"reminders": [r.as_dict() for r in rows]}, indent=2) + "\n")
+        return
+    out = _console()
+    table = Table(title=f"{len(rows)} reminders", title_justify="left")
+    for column in ("due", "patient", "kind", "status", "delivery", "attempts", "sent at", "late", "error"):
+        table.add_column(column)
+    for r in rows:
+        style = "red" if r.delivery == "failed" else "green" if r.delivery == "sent" else ""
+        late = "" if r.late_by_s is None else f"{r.late_by_s} s"
+        sent_at = "" if r.sent_at is None else r.sent_at.isoformat(timespec="seconds")
+        table.add_row(r.due_on.isoformat(), r.patient, r.kind, r.status, Text(r.delivery, style=style),
+                      str(r.attempts), sent_at, late, r.last_error or "")
+    out.print(table if rows else "No reminders match.")
 
 
 # -- verify, db ----------------------------------------------------------------------------------

@@ -26,6 +26,13 @@ import sqlalchemy as sa
 
 from pathway import clock as clocks
 from pathway.config import database_url
+from pathway.delivery import (
+    SWEEP_SECONDS,
+    Dispatcher,
+    DispatcherLock,
+    DispatchReport,
+    ReminderScheduler,
+)
 from pathway.errors import (
     ConcurrentUpdate,
     ConfigurationError,
@@ -35,6 +42,7 @@ from pathway.errors import (
     UnknownPatient,
 )
 from persistence import db
+from persistence.outbox import DELIVERY_STATUSES, PLAN_STATUSES, Outbox, StoredReminder
 from persistence.repository import NewEvent, Repository, StaleVersion, StoredEvent, WriteTx
 from states.events import PATIENT_ID, Event, EventValidationError, parse_event
 from states.facts import Snapshot
@@ -238,6 +246,12 @@ class Engine:
         self.clock = clock or clocks.system_clock
         self.default_by = _os_user()
         self._cache = _SnapshotCache(SNAPSHOT_CACHE_SIZE)
+        #: Notifiers of `dispatch_due` and the scheduler (set by `open(..., notifiers=)` or
+        #: `start_scheduler(notifiers=)`).
+        self.notifiers: list[Any] = []
+        self._dispatcher: Dispatcher | None = None
+        self._scheduler: ReminderScheduler | None = None
+        self._lock: DispatcherLock | None = None
 
     @classmethod
     def open(
@@ -245,11 +259,14 @@ class Engine:
         url: str | None = None,
         policy: Policy | None = None,
         clock: clocks.Clock | None = None,
+        *,
+        notifiers: Iterable[Any] = (),
     ) -> Engine:
         """Open (and on first use create and migrate) the database at `url`.
 
         `url` defaults to PATHWAY_DB, then sqlite:///pathway.db; `policy` to the spec's defaults;
-        `clock` to PATHWAY_NOW if set, else the system clock.
+        `clock` to PATHWAY_NOW if set, else the system clock; `notifiers` (see pathway.delivery)
+        are those `dispatch_due` and `start_scheduler` deliver reminders through.
         """
         try:
             repository = Repository.open(database_url(url))
@@ -259,9 +276,12 @@ class Engine:
             raise ConfigurationError(f"bad database URL: {exc}") from exc
         except sa.exc.OperationalError as exc:
             raise StorageError(f"cannot open the database: {exc.orig}") from exc
-        return cls(repository, policy or DEFAULT_POLICY, clock or clocks.from_environment())
+        engine = cls(repository, policy or DEFAULT_POLICY, clock or clocks.from_environment())
+        engine.notifiers = list(notifiers)
+        return engine
 
     def close(self) -> None:
+        self.stop_scheduler()
         self.repository.close()
 
     def __enter__(self) -> Engine:
@@ -297,11 +317,14 @@ class Engine:
         today = clocks.local_today(now, self.policy.zone)
         try:
             with self._writing() as tx:
-                return self._record(tx, event, by, now, today, expected_version)
+                result = self._record(tx, event, by, now, today, expected_version)
         except StaleVersion as exc:
             raise ConcurrentUpdate(str(exc)) from exc
         except sa.exc.OperationalError as exc:
             raise StorageError(f"database error while recording: {exc.orig}") from exc
+        if result.status is Status.accepted:
+            self._wake()
+        return result
 
     def record_many(
         self,
@@ -335,6 +358,7 @@ class Engine:
                 with self._writing() as tx:
                     for item in batch:
                         results.append(self._record(tx, item, by, now, today, None))
+                self._wake()
                 return results
             except StaleVersion as exc:
                 if attempt == retries:
@@ -585,6 +609,57 @@ class Engine:
     def counts_by_state(self) -> dict[str, int]:
         with self.repository.read() as tx:
             return tx.counts_by_state()
+
+    # -- reminder delivery (pathway.delivery) ----------------------------------------------------
+
+    def _get_dispatcher(self, notifiers: Iterable[Any] | None) -> Dispatcher:
+        if notifiers is not None:
+            self.notifiers = list(notifiers)
+        if self._lock is None:
+            self._lock = DispatcherLock(self.repository)
+        if self._dispatcher is None or notifiers is not None:
+            self._dispatcher = Dispatcher(self.repository, self.policy, self.notifiers, lock=self._lock)
+        return self._dispatcher
+
+    def dispatch_due(self, now: datetime | None = None, *, notifiers: Iterable[Any] | None = None) -> DispatchReport:
+        """Deliver every reminder due at `now` (default: the clock's now) through the engine's
+        notifiers, synchronously — for hosts that bring their own scheduling. Raises
+        `DispatcherLocked` when another process dispatches from the same SQLite database."""
+        dispatcher = self._get_dispatcher(notifiers)
+        return dispatcher.dispatch_due(now if now is not None else self.clock)
+
+    def start_scheduler(self, notifiers: Iterable[Any] | None = None, *, sweep_seconds: float = SWEEP_SECONDS,
+                        on_report: Any = None) -> ReminderScheduler:
+        """Deliver reminders in the background (APScheduler) until `stop_scheduler()`; events
+        recorded through this engine that bring a reminder forward wake it at once."""
+        if self._scheduler is not None and self._scheduler.running:
+            raise ConfigurationError("the scheduler is already running: stop_scheduler() first")
+        dispatcher = self._get_dispatcher(notifiers)
+        scheduler = ReminderScheduler(dispatcher, self.clock, sweep_seconds=sweep_seconds, on_report=on_report)
+        scheduler.start()
+        self._scheduler = scheduler
+        return scheduler
+
+    def stop_scheduler(self, wait: bool = True) -> None:
+        """Stop the background delivery after the delivery in flight (a no-op when not running)."""
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None and scheduler.running:
+            scheduler.stop(wait=wait)
+
+    def _wake(self) -> None:
+        scheduler = self._scheduler
+        if scheduler is not None:
+            scheduler.wake()
+
+    def deliveries(self, *, patient: str | None = None, status: str | None = None, delivery: str | None = None,
+                   limit: int | None = None) -> list[StoredReminder]:
+        """Reminders with their delivery record (`pathway reminders`): filter by patient, plan
+        status (pending | done | cancelled) and delivery (queued | claimed | sent | failed)."""
+        if status is not None and status not in PLAN_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(PLAN_STATUSES)}, got {status!r}")
+        if delivery is not None and delivery not in DELIVERY_STATUSES:
+            raise ValueError(f"delivery must be one of {', '.join(DELIVERY_STATUSES)}, got {delivery!r}")
+        return Outbox(self.repository).listing(patient=patient, status=status, delivery=delivery, limit=limit)
 
     # -- integrity -----------------------------------------------------------------------------
 

@@ -130,11 +130,22 @@ class _Sql:
             f"payload, reasons, error, state_after, version, refers_to, recorded_at) VALUES ({marks(15)})"
         )
         self.max_event_id = "SELECT COALESCE(MAX(id), 0) FROM event_log"
+        # A moved reminder (new notify_at) is queued again; otherwise its delivery is kept (SET
+        # expressions read the row as it was before the update, on SQLite and PostgreSQL alike).
+        same = "reminder.notify_at = excluded.notify_at"
         self.upsert_reminder = (
             "INSERT INTO reminder (key, patient, kind, due_on, notify_at, status, detail, created_at, updated_at, "
-            f"closed_by, state) VALUES ({marks(11)}) ON CONFLICT (key) DO UPDATE SET due_on = excluded.due_on, "
+            f"closed_by, state, send_after, delivery, attempts) VALUES ({marks(12)}, 'queued', 0) "
+            "ON CONFLICT (key) DO UPDATE SET due_on = excluded.due_on, "
             "notify_at = excluded.notify_at, detail = excluded.detail, status = excluded.status, "
-            "updated_at = excluded.updated_at, closed_by = excluded.closed_by, state = excluded.state"
+            "updated_at = excluded.updated_at, closed_by = excluded.closed_by, state = excluded.state, "
+            f"delivery = CASE WHEN {same} THEN reminder.delivery ELSE 'queued' END, "
+            f"send_after = CASE WHEN {same} THEN reminder.send_after ELSE excluded.send_after END, "
+            f"attempts = CASE WHEN {same} THEN reminder.attempts ELSE 0 END, "
+            f"claim = CASE WHEN {same} THEN reminder.claim ELSE NULL END, "
+            f"sent_at = CASE WHEN {same} THEN reminder.sent_at ELSE NULL END, "
+            f"late_by_s = CASE WHEN {same} THEN reminder.late_by_s ELSE NULL END, "
+            f"last_error = CASE WHEN {same} THEN reminder.last_error ELSE NULL END"
         )
         self.close_reminder = (
             f"UPDATE reminder SET status = {q}, closed_by = {q}, updated_at = {q} "
@@ -294,7 +305,7 @@ class ReadTx:
             notify = self.repo.sql.read_instant(notify)
         elif notify.tzinfo is not UTC:
             notify = notify.astimezone(UTC)
-        return Reminder._make((row[0], row[1], row[2], due, notify, row[5], row[6], row[7]))
+        return Reminder(row[0], row[1], row[2], due, notify, *row[5:])
 
     def accepted_with_key(self, patient: str, key: str) -> StoredEvent | None:
         sql = self.repo.sql
@@ -322,7 +333,7 @@ class ReadTx:
         """Pending reminders due on or before `until`, the oldest first (overdue first)."""
         sql = self.repo.sql
         statement = (  # read from the partial index ix_reminder_pending_due alone
-            "SELECT key, patient, kind, due_on, notify_at, 'pending', detail, state FROM reminder "
+            "SELECT key, patient, kind, due_on, notify_at, 'pending', detail, state, delivery FROM reminder "
             f"WHERE status = 'pending' AND due_on <= {sql.q} ORDER BY due_on, patient, kind"
         )
         params: list[Any] = [sql.day(until)]
@@ -334,7 +345,7 @@ class ReadTx:
             if not sql.sqlite:
                 return [self._reminder(row) for row in rows]
             make, day, instant = Reminder._make, date.fromisoformat, sql.read_instant
-            return [make((r[0], r[1], r[2], day(r[3]), instant(r[4]), r[5], r[6], r[7])) for r in rows]
+            return [make((r[0], r[1], r[2], day(r[3]), instant(r[4]), r[5], r[6], r[7], r[8])) for r in rows]
 
 
 class WriteTx(ReadTx):
@@ -475,8 +486,8 @@ class WriteTx(ReadTx):
         stamp = sql.instant(now)
         before = {p.key: p for p in old}
         upserts = [
-            (p.key, p.patient, str(p.kind), sql.day(p.due_on), sql.instant(p.notify_at), "pending", p.detail,
-             stamp, stamp, None, state)
+            (p.key, p.patient, str(p.kind), sql.day(p.due_on), (at := sql.instant(p.notify_at)), "pending", p.detail,
+             stamp, stamp, None, state, at)
             for p in new
             if state_changed
             or (q := before.get(p.key)) is None
@@ -496,7 +507,7 @@ class WriteTx(ReadTx):
         for status, by, when, key in closing:
             written = self._reminders.get(key)
             if written is not None:  # planned earlier in this batch: write it closed
-                self._reminders[key] = (*written[:5], status, written[6], written[7], when, by, written[10])
+                self._reminders[key] = (*written[:5], status, written[6], written[7], when, by, *written[10:])
             else:
                 self._closes[key] = (status, by, when, key)
 

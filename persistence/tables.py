@@ -97,6 +97,10 @@ class EventRow(SQLModel, table=True):
     recorded_at: datetime = _instant()
 
 
+#: Pending reminders whose notification is still to go out (migration 0003).
+OUTBOX = "status = 'pending' AND delivery IN ('queued', 'claimed')"
+
+
 class ReminderRow(SQLModel, table=True):
     """A reminder of the projected care plan, reconciled with every accepted event. Clustered by
     key on SQLite (a patient's reminders share pages); see migrations 0001 and 0002."""
@@ -105,12 +109,18 @@ class ReminderRow(SQLModel, table=True):
     __table_args__ = (
         # the worklist reads this partial index alone, in its order
         sa.Index(
-            "ix_reminder_pending_due", "due_on", "patient", "kind", "key", "notify_at", "detail", "state", "status",
+            "ix_reminder_pending_due",
+            "due_on", "patient", "kind", "key", "notify_at", "detail", "state", "status", "delivery",
             sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'"),
         ),
+        # the dispatcher's outbox: pending reminders still to be delivered, by when they may be sent
         sa.Index(
-            "ix_reminder_pending_notify", "notify_at",
-            sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'"),
+            "ix_reminder_outbox", "send_after", "delivery",
+            sqlite_where=sa.text(OUTBOX), postgresql_where=sa.text(OUTBOX),
+        ),
+        sa.Index(
+            "ix_reminder_failed", "due_on",
+            sqlite_where=sa.text("delivery = 'failed'"), postgresql_where=sa.text("delivery = 'failed'"),
         ),
         {"sqlite_with_rowid": False},
     )
@@ -134,6 +144,18 @@ class ReminderRow(SQLModel, table=True):
     updated_at: datetime = _instant()
     #: The event that closed it (done or cancelled).
     closed_by: int | None = None
+    #: Its notification: queued | claimed | sent | failed (see migration 0003).
+    delivery: str = Field(default="queued", max_length=16, sa_column_kwargs={"server_default": "queued"})
+    #: Not before: notify_at, a retry's backoff, or the end of a dispatcher's claim.
+    send_after: datetime | None = _instant(nullable=True)
+    #: Delivery attempts so far (a claim counts as one).
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    #: The claim token of the dispatcher delivering it.
+    claim: str | None = Field(default=None, max_length=64)
+    sent_at: datetime | None = _instant(nullable=True)
+    #: Seconds between notify_at and the delivery.
+    late_by_s: int | None = None
+    last_error: str | None = Field(default=None, sa_type=sa.Text())
 
 
 metadata = SQLModel.metadata

@@ -76,6 +76,8 @@ class Reminder(NamedTuple):
     status: str
     detail: str
     state: str | None = None
+    #: Its notification (queued | claimed | sent | failed), on worklists.
+    delivery: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -89,6 +91,8 @@ class Reminder(NamedTuple):
         }
         if self.state is not None:
             out["state"] = self.state
+        if self.delivery is not None:
+            out["delivery"] = self.delivery
         return out
 
 

@@ -37,6 +37,12 @@ class Policy:
     clinic_timezone: str = "Europe/London"
     #: Local time of day at which reminders are sent, "HH:MM".
     notify_time: str = "08:00"
+    #: Delivery of reminders: attempts before a reminder is marked `failed` (issue 3).
+    delivery_max_attempts: int = 8
+    #: Delay before the first retry of a failed delivery; it doubles with each attempt.
+    delivery_retry_seconds: int = 60
+    #: Longest delay between two attempts.
+    delivery_retry_max_seconds: int = 3600
     #: Days between cycles: FOLFOX/FOLFIRI 14 (T5, T6, T8), CAPOX 21 (T7); `other` 21 [U].
     cycle_length_days: dict[str, int] = field(default_factory=lambda: _per_regimen(14, 21))
     #: Pre-operative cycles of perioperative chemotherapy: 6 (q14d) / 4 (q21d) (T9, T10).
@@ -114,6 +120,10 @@ class Policy:
         hours, minutes = self.notify_time.split(":")
         return time(int(hours), int(minutes))
 
+    def retry_delay(self, attempts: int) -> int:
+        """Seconds to wait after the `attempts`-th failed delivery: doubling, capped."""
+        return min(self.delivery_retry_max_seconds, self.delivery_retry_seconds * (1 << max(0, attempts - 1)))
+
     def cycle_length(self, regimen: str) -> int:
         return self.cycle_length_days[regimen]
 
@@ -153,6 +163,13 @@ class Policy:
             ) from exc
         if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", self.notify_time):
             raise PolicyError(f"{origin}: notify_time must be HH:MM (24-hour), got '{self.notify_time}'")
+        if self.delivery_max_attempts < 1:
+            raise PolicyError(f"{origin}: delivery_max_attempts must be at least 1, got {self.delivery_max_attempts}")
+        if self.delivery_retry_seconds < 1 or self.delivery_retry_max_seconds < self.delivery_retry_seconds:
+            raise PolicyError(
+                f"{origin}: delivery_retry_seconds must be at least 1 and at most delivery_retry_max_seconds "
+                f"(got {self.delivery_retry_seconds} and {self.delivery_retry_max_seconds})"
+            )
         months = self.surveillance_months
         if not months or any(m <= 0 for m in months) or list(months) != sorted(set(months)):
             raise PolicyError(f"{origin}: surveillance_months must be increasing positive month numbers")

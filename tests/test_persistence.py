@@ -213,7 +213,40 @@ def test_a_database_at_an_older_revision_is_refused_until_pathway_db_upgrade(db_
     assert db.current_revision(engine) == db.head_revision()
     with engine.connect() as conn:
         names = {ix["name"] for ix in sa.inspect(conn).get_indexes("reminder")}
-    assert {"ix_reminder_pending_due", "ix_reminder_pending_notify"} <= names
+    assert {"ix_reminder_pending_due", "ix_reminder_outbox", "ix_reminder_failed"} <= names
+    assert "ix_reminder_pending_notify" not in names  # replaced by the outbox index (0003)
+    engine.dispose()
+
+
+def test_upgrading_to_0003_queues_existing_reminders_for_delivery_at_their_notify_at(db_url: str) -> None:
+    """A database of the engine before reminder delivery keeps its reminders: each becomes a queued
+    delivery whose send_after is its notify_at, and a downgrade gives the old table back."""
+    from alembic import command
+
+    engine = db.create(db_url)
+    cfg = db.alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0002")
+        conn.execute(sa.text(
+            "INSERT INTO patient (id, primary_tumour, state, version, snapshot, referred_on, latest_on, created_at, "
+            "updated_at) VALUES ('P1', 'colorectal', 'referral', 1, '{}', '2027-01-04', '2027-01-04', "
+            "'2027-01-04 09:00:00', '2027-01-04 09:00:00')"))
+        conn.execute(sa.text(
+            "INSERT INTO reminder (key, patient, kind, due_on, notify_at, status, detail, state, created_at, "
+            "updated_at) VALUES ('P1:mdt_due:1', 'P1', 'mdt_due', '2027-01-18', '2027-01-16 08:00:00', 'pending', "
+            "'', 'referral', '2027-01-04 09:00:00', '2027-01-04 09:00:00')"))
+    db.upgrade(engine)
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT delivery, attempts, send_after = notify_at FROM reminder")).one()
+    assert tuple(row) == ("queued", 0, True)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0002")
+    with engine.connect() as conn:
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("reminder")}
+        assert conn.execute(sa.text("SELECT count(*) FROM reminder")).scalar() == 1
+    assert "delivery" not in columns and "send_after" not in columns
     engine.dispose()
 
 

@@ -1,0 +1,218 @@
+"""The reminder table as a transactional outbox: claim what is due, record how delivery went.
+
+The engine writes reminders (persistence.repository, in the event's transaction); dispatchers
+read them from here. Every statement runs in a short transaction of its own, never around a
+delivery: a claim marks rows `claimed` with a lease (their `send_after` becomes the lease's end),
+the notifiers run with no transaction open, and `finish` records the outcome of each row — only if
+the row still carries this claim (an event that moved or re-planned it meanwhile cleared the
+claim: the new date will be announced on its own). See migration 0003 for the columns.
+
+On PostgreSQL several dispatchers claim side by side with `FOR UPDATE SKIP LOCKED`; on SQLite the
+database's write lock serializes claims, and one dispatcher process runs (pathway.delivery holds
+a lock file for it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from typing import Any, NamedTuple
+
+from persistence.repository import Repository
+from persistence.tables import OUTBOX
+
+
+class Delivery(NamedTuple):
+    """One reminder to deliver, as claimed (what every notifier is given)."""
+
+    key: str
+    patient: str
+    kind: str
+    due_on: date
+    notify_at: datetime
+    detail: str
+    #: This attempt's number (1 for the first).
+    attempt: int
+    #: Seconds between notify_at and the claim (0 when on time or early).
+    late_by_s: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The payload every notifier sends (the webhook's JSON body)."""
+        return {
+            "key": self.key,
+            "patient": self.patient,
+            "kind": self.kind,
+            "due_on": self.due_on.isoformat(),
+            "notify_at": self.notify_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "detail": self.detail,
+            "late_by_s": self.late_by_s,
+        }
+
+
+class StoredReminder(NamedTuple):
+    """A reminder with its delivery record (`pathway reminders`)."""
+
+    key: str
+    patient: str
+    kind: str
+    due_on: date
+    notify_at: datetime
+    status: str
+    delivery: str
+    attempts: int
+    sent_at: datetime | None
+    late_by_s: int | None
+    last_error: str | None
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        def instant(value: datetime | None) -> str | None:
+            return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+        return {
+            "key": self.key,
+            "patient": self.patient,
+            "kind": self.kind,
+            "due_on": self.due_on.isoformat(),
+            "notify_at": instant(self.notify_at),
+            "status": self.status,
+            "delivery": self.delivery,
+            "attempts": self.attempts,
+            "sent_at": instant(self.sent_at),
+            "late_by_s": self.late_by_s,
+            "last_error": self.last_error,
+            "detail": self.detail,
+        }
+
+
+#: Outcomes given to `Outbox.finish`.
+Sent = tuple[str, int]  # (key, late_by_s)
+Retry = tuple[str, datetime, str]  # (key, next attempt not before, error)
+Failed = tuple[str, str]  # (key, error)
+
+PLAN_STATUSES = ("pending", "done", "cancelled")
+DELIVERY_STATUSES = ("queued", "claimed", "sent", "failed")
+
+
+class Outbox:
+    """Claims and delivery records over a repository's reminder table."""
+
+    def __init__(self, repo: Repository):
+        self.repo = repo
+        sql = repo.sql
+        q = sql.q
+        skip_locked = "" if sql.sqlite else " FOR UPDATE SKIP LOCKED"
+        self._claim = (
+            f"UPDATE reminder SET delivery = 'claimed', claim = {q}, send_after = {q}, attempts = attempts + 1 "
+            f"WHERE key IN (SELECT key FROM reminder WHERE {OUTBOX} AND send_after <= {q} "
+            f"ORDER BY send_after LIMIT {q}{skip_locked}) "
+            "RETURNING key, patient, kind, due_on, notify_at, detail, attempts"
+        )
+        self._next = f"SELECT MIN(send_after) FROM reminder WHERE {OUTBOX}"
+        self._sent = (
+            f"UPDATE reminder SET delivery = 'sent', sent_at = {q}, late_by_s = {q}, last_error = NULL, "
+            f"claim = NULL, send_after = NULL WHERE key = {q} AND claim = {q}"
+        )
+        self._retry = (
+            f"UPDATE reminder SET delivery = 'queued', send_after = {q}, last_error = {q}, claim = NULL "
+            f"WHERE key = {q} AND claim = {q}"
+        )
+        self._failed = (
+            f"UPDATE reminder SET delivery = 'failed', last_error = {q}, claim = NULL, send_after = NULL "
+            f"WHERE key = {q} AND claim = {q}"
+        )
+        self._unclaim = (
+            f"UPDATE reminder SET delivery = 'queued', claim = NULL, send_after = {q}, attempts = attempts - 1 "
+            f"WHERE key = {q} AND claim = {q}"
+        )
+        self._release = (
+            f"UPDATE reminder SET delivery = 'queued', claim = NULL, send_after = {q} "
+            f"WHERE {OUTBOX} AND send_after > {q} AND delivery = 'claimed'"
+        )
+
+    # -- dispatcher side -----------------------------------------------------------------------
+
+    def claim(self, now: datetime, *, lease_until: datetime, token: str, limit: int) -> list[Delivery]:
+        """Claim up to `limit` pending reminders whose time has come (oldest first): they are
+        `claimed` by `token` until `lease_until`, their attempt counted."""
+        sql = self.repo.sql
+        with self.repo.write() as tx:
+            tx.cursor.execute(self._claim, (token, sql.instant(lease_until), sql.instant(now), limit))
+            rows = tx.cursor.fetchall()
+        out = []
+        for key, patient, kind, due_on, notify_at, detail, attempts in rows:
+            notify = sql.read_instant(notify_at)
+            assert notify is not None
+            late = max(0, int((now - notify).total_seconds()))
+            out.append(Delivery(key, patient, kind, sql.read_day(due_on), notify, detail, attempts, late))  # type: ignore[arg-type]
+        out.sort(key=lambda d: (d.notify_at, d.key))
+        return out
+
+    def finish(self, token: str, now: datetime, *, sent: Sequence[Sent] = (), retry: Sequence[Retry] = (),
+               failed: Sequence[Failed] = (), unclaim: Sequence[str] = ()) -> int:
+        """Record how the deliveries of a claim went (`unclaim`: not attempted, back to the queue
+        as they were); returns how many rows still carried the claim."""
+        sql = self.repo.sql
+        stamp = sql.instant(now)
+        changed = 0
+        with self.repo.write() as tx:
+            for statement, rows in (
+                (self._sent, [(stamp, late, key, token) for key, late in sent]),
+                (self._retry, [(sql.instant(when), error[:2000], key, token) for key, when, error in retry]),
+                (self._failed, [(error[:2000], key, token) for key, error in failed]),
+                (self._unclaim, [(stamp, key, token) for key in unclaim]),
+            ):
+                for row in rows:
+                    tx.cursor.execute(statement, row)
+                    changed += max(0, tx.cursor.rowcount)
+        return changed
+
+    def next_due(self) -> datetime | None:
+        """When the earliest reminder still to deliver may be sent (None: nothing to deliver)."""
+        with self.repo.read() as tx:
+            rows = tx._rows(self._next, ())
+        return self.repo.sql.read_instant(rows[0][0]) if rows else None
+
+    def release(self, now: datetime) -> int:
+        """Return to the queue the claims whose lease has not ended: a dispatcher alone on the
+        database (SQLite, under its lock file) knows they belong to a process that died."""
+        sql = self.repo.sql
+        with self.repo.write() as tx:
+            tx.cursor.execute(self._release, (sql.instant(now), sql.instant(now)))
+            return max(0, tx.cursor.rowcount)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def listing(self, *, patient: str | None = None, status: str | None = None, delivery: str | None = None,
+                limit: int | None = None) -> list[StoredReminder]:
+        """Reminders with their delivery record, by due date: a patient's, or by plan status
+        (pending | done | cancelled) and/or delivery (queued | claimed | sent | failed)."""
+        sql = self.repo.sql
+        q = sql.q
+        where: list[str] = []
+        params: list[Any] = []
+        if patient is not None:
+            where += [f"key >= {q}", f"key < {q}"]
+            params += [f"{patient}:", f"{patient};"]
+        if status is not None:
+            where.append(f"status = {q}")
+            params.append(status)
+        if delivery is not None:
+            where.append(f"delivery = {q}")
+            params.append(delivery)
+        statement = (
+            "SELECT key, patient, kind, due_on, notify_at, status, delivery, attempts, sent_at, late_by_s, "
+            "last_error, detail FROM reminder"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY due_on, patient, kind, key"
+        )
+        if limit is not None:
+            statement += f" LIMIT {q}"
+            params.append(limit)
+        with self.repo.read() as tx:
+            rows = tx._rows(statement, params)
+        return [
+            StoredReminder(r[0], r[1], r[2], sql.read_day(r[3]), sql.read_instant(r[4]), r[5], r[6], r[7],  # type: ignore[arg-type]
+                           sql.read_instant(r[8]), r[9], r[10], r[11])
+            for r in rows
+        ]
