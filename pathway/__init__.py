@@ -8,10 +8,20 @@ The embedding API for hospital scheduling systems::
                             "data": {"primary": "colorectal"}})
     engine.show("P1").state          # 'referral'
     engine.worklist(days=7)          # reminders due in the next week, overdue first
+    engine.start_scheduler(notifiers=[WebhookNotifier("https://emr.example/hook")])
 """
 
 from pathway.clock import ManualClock, fixed_clock, system_clock
 from pathway.config import load_policy
+from pathway.delivery import (
+    CallableNotifier,
+    DeliveryError,
+    DispatcherLocked,
+    DispatchReport,
+    EmailNotifier,
+    LogNotifier,
+    WebhookNotifier,
+)
 from pathway.engine import Engine, HistoryEntry, PatientView, Reminder, Result, WorklistItem
 from pathway.errors import (
     ConcurrentUpdate,
@@ -22,11 +32,21 @@ from pathway.errors import (
     StorageError,
     UnknownPatient,
 )
+from persistence.outbox import Delivery, StoredReminder
 from states.policy import Policy
 from states.rules import RULES, Reason
 from states.vocabulary import EventType, ReminderKind, Severity, State, Status
 
 __all__ = [
+    "WebhookNotifier",
+    "StoredReminder",
+    "LogNotifier",
+    "EmailNotifier",
+    "DispatcherLocked",
+    "DispatchReport",
+    "DeliveryError",
+    "Delivery",
+    "CallableNotifier",
     "RULES",
     "ConcurrentUpdate",
     "ConfigurationError",

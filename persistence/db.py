@@ -25,6 +25,7 @@ BUSY_TIMEOUT_MS = 30_000
 WAL_AUTOCHECKPOINT = 1000  # pages: SQLite's default
 #: During a bulk import the WAL may grow to this before a commit checkpoints it itself.
 BULK_WAL_LIMIT = 512 * 1024 * 1024
+PAGE_SIZE = 4096  # SQLite's default page size, which these databases keep
 CACHE_KIB = 64 * 1024
 
 
@@ -101,8 +102,8 @@ class Checkpointer:
     def __init__(self, path: str, interval: float = 0.25):
         self.path = path
         self.interval = interval
-        #: WAL frames not yet copied into the database at the last pass (-1: it could not run).
-        self.backlog = 0
+        #: Frames in the WAL at the last pass (its logical length; -1: the pass could not run).
+        self.log_frames = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pathway-wal-checkpoint", daemon=True)
         self._thread.start()
@@ -113,18 +114,21 @@ class Checkpointer:
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             while not self._stop.wait(self.interval):
-                ((busy, frames, copied),) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                self.backlog = -1 if busy or frames < 0 else frames - copied
+                ((busy, frames, _copied),) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self.log_frames = -1 if busy else frames
         finally:
             conn.close()
 
     def after_commit(self, conn: Any) -> None:
-        """If the background checkpoints fall behind, the writer catches them up itself, which
-        bounds the WAL. (Not the WAL file's size: SQLite reuses the file from its start once it is
-        fully checkpointed, without shrinking it.)"""
-        if self.backlog * 4096 > BULK_WAL_LIMIT:
+        """Bound the WAL. Passive checkpoints copy the pages into the database beside the import,
+        but the log itself only restarts from its beginning when a write transaction starts with
+        every frame copied — which an import that commits back to back almost never gives them
+        (measured: a 28 GB WAL after 10 minutes at 100,000 patients). So once the log grows past
+        BULK_WAL_LIMIT the writer, between its transactions, waits for a RESTART checkpoint: the
+        next transaction then writes from the start of the file again."""
+        if self.log_frames * PAGE_SIZE > BULK_WAL_LIMIT:
             conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
-            self.backlog = 0
+            self.log_frames = 0
 
     def stop(self) -> None:
         self._stop.set()

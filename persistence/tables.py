@@ -99,6 +99,7 @@ class EventRow(SQLModel, table=True):
 
 #: Pending reminders whose notification is still to go out (migration 0003).
 OUTBOX = "status = 'pending' AND delivery IN ('queued', 'claimed')"
+CLAIMED = "status = 'pending' AND delivery = 'claimed'"
 
 
 class ReminderRow(SQLModel, table=True):
@@ -121,6 +122,10 @@ class ReminderRow(SQLModel, table=True):
         sa.Index(
             "ix_reminder_failed", "due_on",
             sqlite_where=sa.text("delivery = 'failed'"), postgresql_where=sa.text("delivery = 'failed'"),
+        ),
+        sa.Index(
+            "ix_reminder_claimed", "send_after",
+            sqlite_where=sa.text(CLAIMED), postgresql_where=sa.text(CLAIMED),
         ),
         {"sqlite_with_rowid": False},
     )

@@ -23,6 +23,9 @@ EXPECTED = {
     "InvalidEvent", "ManualClock", "PathwayError", "PatientView", "Policy", "Reason", "Reminder", "ReminderKind",
     "Result", "Severity", "State", "Status", "StorageError", "UnknownPatient", "WorklistItem", "fixed_clock",
     "load_policy", "system_clock",
+    # reminder delivery (issue 3)
+    "CallableNotifier", "Delivery", "DeliveryError", "DispatchReport", "DispatcherLocked", "EmailNotifier",
+    "LogNotifier", "StoredReminder", "WebhookNotifier",
 }
 
 

@@ -49,3 +49,17 @@ def test_the_embedding_example_runs_as_written(tmp_path: Path) -> None:
     assert proc.stdout.startswith("accepted referral ()")
     assert "mdt_due" in proc.stdout and "2026, 1, 19" in proc.stdout
     assert proc.stdout.rstrip().endswith("accepted")
+
+
+def test_the_delivery_example_runs_as_written(tmp_path: Path) -> None:
+    """After the embedding example, the delivery example sends the MDT meeting's reminder (notify_at
+    08:00 on 10 January, two days before the meeting) an hour late."""
+    env = dict(os.environ, PATHWAY_NOW="2026-01-10T09:00:00+00:00")
+    for heading in ("### Embedding", "### Reminder delivery"):
+        proc = subprocess.run([sys.executable, "-c", block(heading, "python")], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert '"key":"P2:mdt_meeting:2"' in lines[0] and '"due_on":"2026-01-12"' in lines[0]
+    assert '"late_by_s":3600' in lines[0]
+    assert lines[1] == "1 sent, 1 late, 0 failed"

