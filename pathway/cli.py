@@ -384,7 +384,7 @@ def reminders(patient: str | None, status: str | None, failed: bool, limit: int 
         table.add_column(column)
     for r in rows:
         style = "red" if r.delivery == "failed" else "green" if r.delivery == "sent" else ""
-        late = "" if r.late_by_s is None else f"{r.late_by_s} s"
+        late = "" if r.late_by_s is None else Text(f"{r.late_by_s} s late", style="yellow") if r.late else "on time"
         sent_at = "" if r.sent_at is None else r.sent_at.isoformat(timespec="seconds")
         table.add_row(r.due_on.isoformat(), r.patient, r.kind, r.status, Text(r.delivery, style=style),
                       str(r.attempts), sent_at, late, r.last_error or "")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import http.client
 import json
 import logging
 import os
@@ -40,14 +41,12 @@ from typing import IO, Any, Protocol
 
 from pathway.errors import ConfigurationError, PathwayError
 from persistence import db
-from persistence.outbox import Delivery, Failed, Outbox, Retry, Sent
+from persistence.outbox import LATE_AFTER_SECONDS, Delivery, Failed, Outbox, Retry, Sent
 from persistence.repository import Repository
 from states.policy import Policy
 
 log = logging.getLogger("pathway.delivery")
 
-#: A delivery more than this many seconds after its notify_at counts as late.
-LATE_AFTER_SECONDS = 60
 #: Reminders claimed per transaction when every notifier is local (log, Python callables).
 LOCAL_BATCH = 500
 #: Reminders claimed per transaction when a notifier waits on the network.
@@ -121,6 +120,8 @@ class WebhookNotifier:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise DeliveryError(f"webhook unreachable: {type(reason).__name__}: {reason}") from None
+        except http.client.HTTPException as exc:  # a malformed answer
+            raise DeliveryError(f"webhook answered malformed HTTP: {type(exc).__name__}") from None
         if not 200 <= status < 300:
             raise DeliveryError(f"webhook answered HTTP {status}")
 
@@ -200,6 +201,8 @@ class DispatcherLock:
         self._file: IO[str] | None = None
         self._depth = 0
         self._mutex = threading.Lock()
+        self._orphans_checked = False
+        self._orphans_mutex = threading.Lock()
 
     def acquire(self) -> None:
         with self._mutex:
@@ -221,15 +224,28 @@ class DispatcherLock:
                 handle.write(f"pid {os.getpid()}\n")
                 handle.flush()
                 self._file = handle
+            if self._depth == 0:
+                self._orphans_checked = False
             self._depth += 1
 
     def release(self) -> None:
         with self._mutex:
+            if self._depth == 0:
+                return
             self._depth -= 1
             if self._depth == 0 and self._file is not None:
                 fcntl.flock(self._file, fcntl.LOCK_UN)
                 self._file.close()
                 self._file = None
+
+    def once_per_hold(self, action: Callable[[], Any]) -> None:
+        """Run `action` once per acquisition from free, before any holder goes on: then no other
+        dispatcher of this process has claimed anything yet, so the claims found are a dead
+        process's (a nested or parallel holder must not take the claims of one in flight)."""
+        with self._orphans_mutex:
+            if not self._orphans_checked:
+                action()
+                self._orphans_checked = True
 
     @contextlib.contextmanager
     def held(self) -> Any:
@@ -283,7 +299,6 @@ class Dispatcher:
         self.lease = timedelta(seconds=120 + self.batch * network)
         self.keep_keys = keep_keys
         self.stopping = threading.Event()
-        self._released = False
 
     def release_orphans(self, now: datetime) -> int:
         """On SQLite, under the lock: claims left by a dispatcher that died go back to the queue."""
@@ -300,17 +315,15 @@ class Dispatcher:
         clock = now if callable(now) else (lambda: now)
         report = DispatchReport()
         with self.lock.held():
-            if not self._released:
-                self.release_orphans(clock())
-                self._released = True
+            self.lock.once_per_hold(lambda: self.release_orphans(clock()))
             while not self.stopping.is_set():
-                batch = self._dispatch_batch(clock())
+                batch = self._dispatch_batch(clock(), clock)
                 report.add(batch)
                 if batch.claimed < self.batch:
                     break
         return report
 
-    def _dispatch_batch(self, now: datetime) -> DispatchReport:
+    def _dispatch_batch(self, now: datetime, clock: Callable[[], datetime]) -> DispatchReport:
         token = uuid.uuid4().hex
         claimed = self.outbox.claim(now, lease_until=now + self.lease, token=token, limit=self.batch)
         report = DispatchReport(claimed=len(claimed))
@@ -340,7 +353,7 @@ class Dispatcher:
                 log.warning("reminder %s: attempt %d failed (%s); retry in %d s",
                             delivery.key, delivery.attempt, error, wait)
         if claimed:
-            done = self.outbox.finish(token, now, sent=sent, retry=retry, failed=failed, unclaim=unclaimed)
+            done = self.outbox.finish(token, clock(), sent=sent, retry=retry, failed=failed, unclaim=unclaimed)
             report.superseded = len(claimed) - done
             report.claimed -= len(unclaimed)
         return report
@@ -384,25 +397,32 @@ class ReminderScheduler:
         )
         self.armed_for: datetime | None = None
         self._arm_lock = threading.Lock()
+        self._holds_lock = False
         self.errors = 0
 
     def start(self) -> None:
         self.dispatcher.lock.acquire()  # refuse to start beside another SQLite dispatcher
+        self._holds_lock = True
         try:
             self.dispatcher.stopping.clear()
             self.scheduler.start()
             self.scheduler.add_job(self._run, "interval", seconds=self.sweep_seconds, id="sweep",
                                    next_run_time=datetime.now(UTC))
         except BaseException:
+            self._holds_lock = False
             self.dispatcher.lock.release()
             raise
 
     def stop(self, wait: bool = True) -> None:
-        """Stop after the delivery in flight (the rest of its batch returns to the queue)."""
+        """Stop after the delivery in flight (the rest of its batch returns to the queue).
+        Stopping again, or a scheduler that never started, is a no-op."""
+        if not self._holds_lock:
+            return
         self.dispatcher.stopping.set()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=wait)
         self.dispatcher.stopping.clear()  # a later dispatch_due on the same dispatcher may run
+        self._holds_lock = False
         self.dispatcher.lock.release()
 
     @property
@@ -410,17 +430,20 @@ class ReminderScheduler:
         return bool(self.scheduler.running)
 
     def _run(self) -> None:
+        failed = False
         try:
             report = self.dispatcher.dispatch_due(self.clock)
             if self.on_report is not None and report.claimed:
                 self.on_report(report)
         except Exception:  # the database may be away for a moment: the next sweep tries again
+            failed = True
             self.errors += 1
             log.exception("dispatch failed; the next sweep retries")
         finally:
             with self._arm_lock:
                 self.armed_for = None
-            self.wake()
+            if not failed:  # re-arming now would retry at once, in a loop, while the failure lasts
+                self.wake()
 
     def wake(self) -> None:
         """Arm the date job for the earliest pending reminder, if sooner than what is armed

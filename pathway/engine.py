@@ -626,6 +626,8 @@ class Engine:
         notifiers, synchronously — for hosts that bring their own scheduling. Raises
         `DispatcherLocked` when another process dispatches from the same SQLite database."""
         dispatcher = self._get_dispatcher(notifiers)
+        if self._scheduler is None or not self._scheduler.running:
+            dispatcher.stopping.clear()  # a stop requested earlier (a signal, a notifier) is over
         return dispatcher.dispatch_due(now if now is not None else self.clock)
 
     def start_scheduler(self, notifiers: Iterable[Any] | None = None, *, sweep_seconds: float = SWEEP_SECONDS,
@@ -643,7 +645,7 @@ class Engine:
     def stop_scheduler(self, wait: bool = True) -> None:
         """Stop the background delivery after the delivery in flight (a no-op when not running)."""
         scheduler, self._scheduler = self._scheduler, None
-        if scheduler is not None and scheduler.running:
+        if scheduler is not None:
             scheduler.stop(wait=wait)
 
     def _wake(self) -> None:

@@ -65,6 +65,11 @@ class StoredReminder(NamedTuple):
     last_error: str | None
     detail: str
 
+    @property
+    def late(self) -> bool:
+        """Delivered LATE_AFTER_SECONDS or more after its notify_at."""
+        return self.late_by_s is not None and self.late_by_s >= LATE_AFTER_SECONDS
+
     def as_dict(self) -> dict[str, Any]:
         def instant(value: datetime | None) -> str | None:
             return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
@@ -80,10 +85,14 @@ class StoredReminder(NamedTuple):
             "attempts": self.attempts,
             "sent_at": instant(self.sent_at),
             "late_by_s": self.late_by_s,
+            "late": self.late,
             "last_error": self.last_error,
             "detail": self.detail,
         }
 
+
+#: A delivery this many seconds or more after its notify_at is late (nothing ran when it fell due).
+LATE_AFTER_SECONDS = 60
 
 #: Outcomes given to `Outbox.finish`.
 Sent = tuple[str, int]  # (key, late_by_s)
