@@ -312,9 +312,15 @@ def run(log_: bool, webhooks: tuple[str, ...], emails: tuple[str, ...], smtp: st
         timeout: float, once: bool, sweep: float, db_url: str | None, policy_file: str | None) -> None:
     """Deliver reminders when they fall due, until SIGINT/SIGTERM (graceful: the delivery in
     flight is finished). Reminders that fell due while nothing ran are delivered at start, late."""
+    import logging
     import signal
     import threading
 
+    # a long-running service: timestamped warnings (retries, failures, orphaned claims) on stderr;
+    # APScheduler's own notices ("skipped: maximum number of running instances") are noise here
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
     try:
         notifiers = _notifiers(log_, webhooks, emails, smtp, sender, timeout)
     except ConfigurationError as exc:

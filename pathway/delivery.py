@@ -418,8 +418,9 @@ class ReminderScheduler:
         Stopping again, or a scheduler that never started, is a no-op."""
         if not self._holds_lock:
             return
-        self.dispatcher.stopping.set()
-        if self.scheduler.running:
+        with self._arm_lock:  # no wake() is between its check and its add_job from here on
+            self.dispatcher.stopping.set()
+        if self.scheduler.running:  # holds APScheduler's job-store lock until the job thread ends
             self.scheduler.shutdown(wait=wait)
         self.dispatcher.stopping.clear()  # a later dispatch_due on the same dispatcher may run
         self._holds_lock = False
@@ -457,12 +458,17 @@ class ReminderScheduler:
             return
         if earliest is None:
             return
-        with self._arm_lock:
-            if self.armed_for is not None and self.armed_for <= earliest:
-                return
-            self.armed_for = earliest
         # The scheduler runs in real time; the clock may be pinned (PATHWAY_NOW): arm by the
         # distance between the reminder and the clock's now.
         delay = max(0.0, (earliest - self.clock()).total_seconds())
         run_at = datetime.now(UTC) + timedelta(seconds=delay)
-        self.scheduler.add_job(self._run, "date", run_date=run_at, id="next", replace_existing=True)
+        # Check and arm under one lock that stop() takes to set `stopping`: add_job needs the
+        # job-store lock that shutdown(wait=True) holds while it waits for this very thread, so
+        # arming after a stop began would deadlock both.
+        with self._arm_lock:
+            if self.dispatcher.stopping.is_set() or not self.scheduler.running:
+                return
+            if self.armed_for is not None and self.armed_for <= earliest:
+                return
+            self.armed_for = earliest
+            self.scheduler.add_job(self._run, "date", run_date=run_at, id="next", replace_existing=True)

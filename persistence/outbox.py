@@ -159,8 +159,8 @@ class Outbox:
 
     def finish(self, token: str, now: datetime, *, sent: Sequence[Sent] = (), retry: Sequence[Retry] = (),
                failed: Sequence[Failed] = (), unclaim: Sequence[str] = ()) -> int:
-        """Record how the deliveries of a claim went (`unclaim`: not attempted, back to the queue
-        as they were); returns how many rows still carried the claim."""
+        """Record how the deliveries of a claim went (`unclaim`: not attempted — back to the
+        queue, due at once, their attempt uncounted); returns how many rows still carried the claim."""
         sql = self.repo.sql
         stamp = sql.instant(now)
         changed = 0

@@ -806,3 +806,29 @@ def test_a_second_dispatch_in_the_same_process_does_not_take_the_claims_of_one_i
     assert inner.calls == [] and nothing_claimed(inner_reports[0])
     assert [d.key for d in outer.delivered] == [r.key]
     assert stored(engine, r.key).delivery == "sent"
+
+
+def test_stopping_while_the_job_thread_is_arming_the_next_run_does_not_deadlock(sqlite_url: str) -> None:
+    """stop() waits (APScheduler's shutdown(wait=True), holding its job-store lock) for the job
+    thread; a job thread between wake()'s "stopping?" check and its add_job (which needs that lock)
+    used to wait for stop() in turn: `pathway run` hung on SIGTERM. The window is widened here."""
+    engine = Engine.open(sqlite_url, clock=ManualClock(datetime(2026, 2, 1, 9, tzinfo=UTC)))
+    engine.record(referral("X1", "2026-01-05"))
+    engine.record(referral("X2", "2026-02-01"))  # a reminder still to come: wake() arms for it
+    scheduler = engine.start_scheduler([lambda d: None], sweep_seconds=60)
+    in_wake = threading.Event()
+    original = scheduler.dispatcher.outbox.next_due
+
+    def slow_next_due() -> datetime | None:
+        in_wake.set()
+        time.sleep(0.3)
+        return original()
+
+    scheduler.dispatcher.outbox.next_due = slow_next_due  # type: ignore[method-assign]
+    scheduler.scheduler.add_job(scheduler._run, "date", run_date=datetime.now(UTC), id="poke")
+    assert in_wake.wait(10)
+    stopper = threading.Thread(target=engine.stop_scheduler, daemon=True)
+    stopper.start()
+    stopper.join(timeout=15)
+    assert not stopper.is_alive(), "stop_scheduler deadlocked with the job thread"
+    engine.close()
