@@ -19,7 +19,10 @@ import sqlalchemy as sa
 
 from pathway import Engine, ManualClock
 
-EXAMPLES = Path(__file__).resolve().parent.parent.parent / "shared" / "spec" / "examples"
+#: The spec's worked examples, copied into the repository (tests/examples/README.md).
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+#: Where the spec keeps them, beside the project (absent in a lone clone).
+SPEC_EXAMPLES = Path(__file__).resolve().parent.parent.parent / "shared" / "spec" / "examples"
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 PINNED = datetime(2033, 1, 1, 9, 0, tzinfo=UTC)
 

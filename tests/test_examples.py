@@ -10,7 +10,17 @@ from __future__ import annotations
 import pytest
 
 from pathway import Engine
-from tests.conftest import example_names, load_example, pending_by_kind
+from tests.conftest import EXAMPLES, SPEC_EXAMPLES, example_names, load_example, pending_by_kind
+
+
+def test_every_worked_example_of_the_spec_is_here_and_identical() -> None:
+    """The copies in tests/examples are the spec's (when the shared folder is beside the project),
+    and there are examples at all: an empty list would silently run no example test."""
+    assert len(example_names()) >= 12
+    if SPEC_EXAMPLES.is_dir():
+        spec = {p.name: p.read_bytes() for p in SPEC_EXAMPLES.glob("*.jsonl")}
+        ours = {p.name: p.read_bytes() for p in EXAMPLES.glob("*.jsonl")}
+        assert ours == spec, "tests/examples differs from ../shared/spec/examples: copy the spec's files"
 
 
 @pytest.mark.parametrize("name", example_names())
