@@ -9,6 +9,10 @@
                                          reminders with their delivery record
     pathway verify [PATIENT ...]         replay histories and compare with what is stored
     pathway db upgrade                   apply database migrations
+    pathway serve [--host H] [--port P] [--no-scheduler] [--behind-proxy] [notifier options of run]
+                                         the web app and the HTTP API (/api/v1)
+    pathway user add NAME --role R | user list | user password NAME | user disable NAME
+    pathway token create USER | token list | token revoke TOKEN_ID
 
 Exit status: 0 success; 1 an event was refused or invalid, or a patient is unknown, or a check
 failed, or `run --once` left failed deliveries; 2 usage or configuration error; 3 the database
@@ -441,6 +445,195 @@ def upgrade(db_url: str | None) -> None:
     except (dbmod.DatabaseUnavailable, PathwayError) as exc:
         raise Fail(str(exc), EXIT_STORAGE) from exc
     click.echo(f"schema {before or 'empty'} -> {after}")
+
+
+# -- web app, accounts, API tokens (issue 4) ------------------------------------------------------
+
+
+def _accounts(engine: Engine) -> Any:
+    from persistence.accounts import Accounts
+
+    return Accounts(engine.repository.engine, engine.clock)
+
+
+def _new_password(name: str) -> str:
+    from persistence.accounts import MIN_PASSWORD
+
+    password = os.environ.get("PATHWAY_PASSWORD")
+    if password is None:
+        password = click.prompt(f"password for {name}", hide_input=True, confirmation_prompt=True)
+    if len(password) < MIN_PASSWORD:
+        raise Fail(f"the password is too short: at least {MIN_PASSWORD} characters", EXIT_USAGE)
+    return password
+
+
+@main.group(name="user")
+def user_group() -> None:
+    """Accounts of the web app and the HTTP API (roles: viewer < coordinator < admin)."""
+
+
+@user_group.command(name="add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["viewer", "coordinator", "admin"]), required=True,
+              help="viewer: read; coordinator: read and record; admin: also manage users.")
+@common
+def user_add(name: str, role: str, db_url: str | None, policy_file: str | None) -> None:
+    """Add user NAME (the password is asked twice, or taken from PATHWAY_PASSWORD)."""
+    from persistence.accounts import AccountError
+
+    password = _new_password(name)
+    with _open(db_url, policy_file) as engine:
+        try:
+            _accounts(engine).add_user(name, role, password)
+        except AccountError as exc:
+            raise Fail(str(exc), EXIT_USAGE) from exc
+    click.echo(f"user {name} added ({role})")
+
+
+@user_group.command(name="password")
+@click.argument("name")
+@common
+def user_password(name: str, db_url: str | None, policy_file: str | None) -> None:
+    """Set a new password for NAME (ends the user's sessions)."""
+    from persistence.accounts import AccountError
+
+    password = _new_password(name)
+    with _open(db_url, policy_file) as engine:
+        try:
+            _accounts(engine).set_password(name, password)
+        except AccountError as exc:
+            raise Fail(str(exc), EXIT_USAGE) from exc
+    click.echo(f"password of {name} changed")
+
+
+@user_group.command(name="disable")
+@click.argument("name")
+@click.option("--enable", is_flag=True, help="Enable the user again.")
+@common
+def user_disable(name: str, enable: bool, db_url: str | None, policy_file: str | None) -> None:
+    """Disable NAME: no login, no API access with its tokens (--enable undoes it)."""
+    from persistence.accounts import AccountError
+
+    with _open(db_url, policy_file) as engine:
+        try:
+            _accounts(engine).set_disabled(name, not enable)
+        except AccountError as exc:
+            raise Fail(str(exc), EXIT_USAGE) from exc
+    click.echo(f"user {name} {'enabled' if enable else 'disabled'}")
+
+
+@user_group.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@common
+def user_list(as_json: bool, db_url: str | None, policy_file: str | None) -> None:
+    """The users, with their roles."""
+    with _open(db_url, policy_file) as engine:
+        users = _accounts(engine).users()
+    if as_json:
+        sys.stdout.write(json.dumps([{"name": u.name, "role": u.role, "disabled": u.disabled,
+                                      "created_at": u.created_at.isoformat()} for u in users], indent=2) + "\n")
+        return
+    table = Table(title=f"{len(users)} users", title_justify="left")
+    for column in ("name", "role", "created", "status"):
+        table.add_column(column)
+    for u in users:
+        table.add_row(u.name, u.role, u.created_at.strftime("%Y-%m-%d %H:%M"), "disabled" if u.disabled else "")
+    _console().print(table if users else "No users: add one with `pathway user add NAME --role ROLE`.")
+
+
+@main.group(name="token")
+def token_group() -> None:
+    """Bearer tokens of the HTTP API (stored hashed; a token is shown once)."""
+
+
+@token_group.command(name="create")
+@click.argument("name")
+@click.option("--label", default="", help="What the token is for (e.g. the system that uses it).")
+@common
+def token_create(name: str, label: str, db_url: str | None, policy_file: str | None) -> None:
+    """Create an API token acting as user NAME and print it (once: it is stored only hashed)."""
+    from persistence.accounts import AccountError
+
+    with _open(db_url, policy_file) as engine:
+        try:
+            token_id, secret = _accounts(engine).create_token(name, label)
+        except AccountError as exc:
+            raise Fail(str(exc), EXIT_USAGE) from exc
+    click.echo(secret)
+    click.echo(f"token {token_id} for {name}: use it as 'Authorization: Bearer <token>'; it is not shown again "
+               f"(revoke with `pathway token revoke {token_id}`)", err=True)
+
+
+@token_group.command(name="revoke")
+@click.argument("token_id", type=int)
+@common
+def token_revoke(token_id: int, db_url: str | None, policy_file: str | None) -> None:
+    """Revoke the API token TOKEN_ID (see `pathway token list`)."""
+    with _open(db_url, policy_file) as engine:
+        if not _accounts(engine).revoke_token(token_id):
+            raise Fail(f"no active token {token_id}", EXIT_PROBLEM)
+    click.echo(f"token {token_id} revoked")
+
+
+@token_group.command(name="list")
+@common
+def token_list(db_url: str | None, policy_file: str | None) -> None:
+    """The API tokens (never their secrets)."""
+    with _open(db_url, policy_file) as engine:
+        tokens = _accounts(engine).tokens()
+    table = Table(title=f"{len(tokens)} tokens", title_justify="left")
+    for column in ("id", "user", "label", "created", "revoked"):
+        table.add_column(column)
+    for t in tokens:
+        table.add_row(str(t.id), t.user, t.name, t.created_at.strftime("%Y-%m-%d %H:%M"),
+                      t.revoked_at.strftime("%Y-%m-%d %H:%M") if t.revoked_at else "")
+    _console().print(table if tokens else "No tokens.")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port.")
+@click.option("--no-scheduler", is_flag=True, help="Do not deliver reminders in this process.")
+@click.option("--behind-proxy", is_flag=True,
+              help="Trust X-Forwarded-Proto/-For from a reverse proxy (TLS terminated there: Secure cookies).")
+@click.option("--log", "log_", is_flag=True, help="Reminders: one JSON line each on stdout (the default).")
+@click.option("--webhook", "webhooks", multiple=True, metavar="URL", help="Reminders: POST each to URL. Repeatable.")
+@click.option("--email", "emails", multiple=True, metavar="ADDR", help="Reminders: e-mail each to ADDR.")
+@click.option("--smtp", metavar="HOST:PORT", default=None, help="SMTP relay for --email.")
+@click.option("--from", "sender", metavar="ADDR", default="pathway@localhost", show_default=True,
+              help="Sender address of the e-mails.")
+@click.option("--timeout", type=click.FloatRange(0.1, 300), default=10.0, show_default=True,
+              help="Seconds a webhook or SMTP relay may take per reminder.")
+@common
+def serve(host: str, port: int, no_scheduler: bool, behind_proxy: bool, log_: bool, webhooks: tuple[str, ...],
+          emails: tuple[str, ...], smtp: str | None, sender: str, timeout: float, db_url: str | None,
+          policy_file: str | None) -> None:
+    """Serve the coordinator web app and the HTTP API (/api/v1), delivering reminders in-process."""
+    import logging
+
+    import uvicorn
+
+    from pathway.web import create_app
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
+    notifiers = None
+    if not no_scheduler:
+        if not (log_ or webhooks or emails or smtp):
+            log_ = True
+        try:
+            notifiers = _notifiers(log_, webhooks, emails, smtp, sender, timeout)
+        except ConfigurationError as exc:
+            raise Fail(str(exc), EXIT_USAGE) from exc
+    engine = _open(db_url, policy_file)
+    with engine:
+        if _accounts(engine).count_users() == 0:
+            _console(stderr=True).print("[yellow]no users yet[/]: add one with `pathway user add NAME --role coordinator`")
+        app = create_app(engine, scheduler=not no_scheduler, notifiers=notifiers)
+        _console(stderr=True).print(f"serving on http://{host}:{port}/ (API: http://{host}:{port}/api/v1/openapi.json)")
+        uvicorn.run(app, host=host, port=port, proxy_headers=behind_proxy,
+                    forwarded_allow_ips="*" if behind_proxy else None, log_level="info", server_header=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -44,7 +44,7 @@ from pathway.errors import (
 from persistence import db
 from persistence.outbox import DELIVERY_STATUSES, PLAN_STATUSES, Outbox, StoredReminder
 from persistence.repository import NewEvent, Repository, StaleVersion, StoredEvent, WriteTx
-from states.events import PATIENT_ID, Event, EventValidationError, parse_event
+from states.events import PATIENT_ID, Event, EventValidationError, parse_event, storable
 from states.facts import Snapshot
 from states.pathway import decide, decide_void, replay, voided_target
 from states.plan import FULFILLED_BY, Planned, Reminder, project
@@ -535,10 +535,11 @@ class Engine:
         if state is None and patient is not None and event is None:
             known = self._load(tx, patient)
             state = str(known.snapshot.state) if known else None
-        event_id = tx.append(NewEvent(
-            status=str(Status.invalid), payload=json.loads(json.dumps(payload, default=str)), recorded_at=now,
-            patient=patient, type=kind, on=event.on if event else None, by=by, key=event.key if event else None,
-            error=message, state_after=state,
+        event_id = tx.append(NewEvent(  # as submitted, made storable (NUL, lone surrogates, huge integers)
+            status=str(Status.invalid), payload=storable(json.loads(json.dumps(payload, default=str))),
+            recorded_at=now, patient=patient, type=storable(kind) if kind is not None else None,
+            on=event.on if event else None, by=storable(by) if by is not None else None,
+            key=storable(event.key) if event and event.key else None, error=storable(message), state_after=state,
         ))
         log.info("invalid event patient=%s type=%s fields=%s", patient, kind, ",".join(f for f, _ in errors))
         return Result(Status.invalid, patient, kind, state, (), message, tuple(errors), event_id=event_id)

@@ -163,7 +163,70 @@ class ReminderRow(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_type=sa.Text())
 
 
+# -- accounts of the web app and the HTTP API (migration 0004; SQL in persistence/accounts.py) ------
+
+
+class UserRow(SQLModel, table=True):
+    """A person who may use the web app or the API: viewer < coordinator < admin."""
+
+    __tablename__ = "user_account"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+    role: str = Field(max_length=16)
+    #: argon2id hash (argon2-cffi's PHC string, "$argon2id$...").
+    password_hash: str = Field(max_length=255)
+    created_at: datetime = _instant()
+    disabled: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+
+
+class ApiTokenRow(SQLModel, table=True):
+    """A bearer token of the API, acting as its user. Only the SHA-256 of the secret is kept."""
+
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user_account.id", index=True)
+    name: str = Field(default="", max_length=100)
+    token_hash: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+    created_at: datetime = _instant()
+    revoked_at: datetime | None = _instant(nullable=True)
+    last_used_at: datetime | None = _instant(nullable=True)
+
+
+class SessionRow(SQLModel, table=True):
+    """A login session of the web app: the cookie holds a secret whose SHA-256 is the key here."""
+
+    __tablename__ = "web_session"
+
+    id_hash: str = Field(primary_key=True, max_length=64)
+    user_id: int = Field(foreign_key="user_account.id", index=True)
+    #: The CSRF token of the session's forms.
+    csrf: str = Field(max_length=64)
+    created_at: datetime = _instant()
+    expires_at: datetime = _instant()
+
+
+class LoginFailureRow(SQLModel, table=True):
+    """A failed login, for throttling by user name and by client address."""
+
+    __tablename__ = "login_failure"
+    __table_args__ = (
+        sa.Index("ix_login_failure_name_at", "name", "at"),
+        sa.Index("ix_login_failure_address_at", "address", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64)
+    address: str = Field(max_length=64)
+    at: datetime = _instant()
+
+
 metadata = SQLModel.metadata
 patient_table: sa.Table = PatientRow.__table__  # type: ignore[attr-defined]
 event_table: sa.Table = EventRow.__table__  # type: ignore[attr-defined]
 reminder_table: sa.Table = ReminderRow.__table__  # type: ignore[attr-defined]
+user_table: sa.Table = UserRow.__table__  # type: ignore[attr-defined]
+token_table: sa.Table = ApiTokenRow.__table__  # type: ignore[attr-defined]
+session_table: sa.Table = SessionRow.__table__  # type: ignore[attr-defined]
+login_failure_table: sa.Table = LoginFailureRow.__table__  # type: ignore[attr-defined]

@@ -378,6 +378,53 @@ def _messages(exc: ValidationError, prefix: str, model: type[BaseModel] | None =
     return out
 
 
+INT_RANGE = (-(2**63), 2**63 - 1)
+
+
+def _unstorable(value: Any, path: str, out: list[tuple[str, str]]) -> None:
+    """Values no database column can hold as given: text with NUL or lone surrogates (which
+    Python's JSON reader accepts), integers beyond 64 bits."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            out.append((path, "must not contain NUL characters"))
+        elif not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                out.append((path, "must be valid Unicode text (it holds a lone surrogate)"))
+    elif isinstance(value, bool):
+        return
+    elif isinstance(value, int):
+        if not INT_RANGE[0] <= value <= INT_RANGE[1]:
+            out.append((path, "is out of range (a 64-bit integer at most)"))
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            name = key if isinstance(key, str) else repr(key)
+            _unstorable(name, path, out)  # the key itself
+            _unstorable(item, f"{path}.{name}" if path else name, out)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _unstorable(item, f"{path}[{i}]", out)
+
+
+def storable(value: Any) -> Any:
+    """`value` with what `_unstorable` finds made storable (for the audit log of invalid events):
+    NUL and lone surrogates escaped, huge integers as text."""
+    if isinstance(value, str):
+        if value.isascii() and "\x00" not in value:
+            return value
+        return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return value if INT_RANGE[0] <= value <= INT_RANGE[1] else str(value)
+    if isinstance(value, Mapping):
+        return {storable(str(k)): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return storable(str(value))
+
+
 def parse_event(raw: Any) -> Event:
     """Check one event object against the contract (spec section 1) and return it typed."""
     if isinstance(raw, Event):
@@ -386,9 +433,13 @@ def parse_event(raw: Any) -> Event:
         try:
             raw = orjson.loads(raw)
         except ValueError as exc:
-            raise EventValidationError([("", f"not valid JSON: {exc}")]) from None
+            raise EventValidationError([("", f"not valid JSON: {storable(str(exc))}")]) from None
     if not isinstance(raw, Mapping):
         raise EventValidationError([("", f"an event must be a JSON object, got {type(raw).__name__}")])
+    problems: list[tuple[str, str]] = []
+    _unstorable(raw, "", problems)
+    if problems:
+        raise EventValidationError([(storable(field), message) for field, message in problems])
     try:
         envelope = _Envelope.model_validate(dict(raw))
     except ValidationError as exc:
@@ -421,4 +472,4 @@ def parse_event(raw: Any) -> Event:
     )
 
 
-__all__ = ["DATA_MODELS", "Event", "EventValidationError", "Override", "PATIENT_ID", "parse_event"]
+__all__ = ["DATA_MODELS", "Event", "EventValidationError", "Override", "PATIENT_ID", "parse_event", "storable"]

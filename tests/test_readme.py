@@ -20,8 +20,9 @@ def block(after_heading: str, language: str) -> str:
 
 
 def test_the_readme_names_exactly_the_two_set_up_commands() -> None:
-    commands = [line.split()[0] for line in block("## Set up", "bash").splitlines() if line.strip()]
-    assert commands == ["scripts/demo", "scripts/test"]
+    commands = [line.split()[0] for line in block("## Set up", "bash").splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    assert commands == ["scripts/serve", "scripts/test"]
     for command in commands:
         assert os.access(README.parent / command, os.X_OK), command
 
@@ -63,3 +64,42 @@ def test_the_delivery_example_runs_as_written(tmp_path: Path) -> None:
     assert '"key":"P2:mdt_meeting:2"' in lines[0] and '"due_on":"2026-01-12"' in lines[0]
     assert '"late_by_s":3600' in lines[0]
     assert lines[1] == "1 sent, 1 late, 0 failed"
+
+
+def test_scripts_serve_loads_the_demo_prints_the_account_and_serves_behind_a_login(tmp_path: Path) -> None:
+    """The README's main command, as a newcomer runs it (on a new SQLite database)."""
+    import http.client
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PATHWAY_DB=f"sqlite:///{tmp_path / 'serve.db'}")
+    proc = subprocess.Popen([str(README.parent / "scripts" / "serve"), "--port", str(port), "--no-scheduler"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        seen: list[str] = []
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not any("password" in line for line in seen):
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            if not line:
+                break
+            seen.append(line)
+        assert any("demo account:  name coordinator   password " in line for line in seen), "".join(seen)
+        status = None
+        while time.monotonic() < deadline:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                status, location = response.status, response.getheader("Location")
+                conn.close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert status == 303 and location is not None and location.startswith("/login")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        proc.stdout.close()  # type: ignore[union-attr]

@@ -590,3 +590,29 @@ def test_a_pve_with_an_empty_data_object_is_valid(engine: Engine) -> None:
     """Types shown with `—` take empty `data` (spec 1): `{}` is accepted."""
     walk_to(engine, P, "portal_vein_embolization", flr_percent=15)
     accept(engine, pve(P, DAY))
+
+
+@pytest.mark.parametrize(
+    ("event", "field", "message"),
+    [
+        ({"note": "x\ud800y"}, "note", "lone surrogate"),
+        ({"note": "a\x00b"}, "note", "NUL"),
+        ({"data": {"primary": "colorectal", "\ud801": 1}}, "data", "lone surrogate"),
+        ({"type": "cycle_given", "data": {"cycle": 2**70}}, "data.cycle", "64-bit"),
+    ],
+)
+def test_text_and_numbers_no_database_can_store_are_invalid_and_stored_escaped(
+    any_engine: Engine, event: dict, field: str, message: str
+) -> None:
+    """Python's JSON reader accepts lone surrogates, NUL and unbounded integers; no column takes them.
+    Such an event is invalid with the field named (it used to crash the engine), and the audit log
+    keeps it escaped."""
+    raw = {"patient": "U1", "type": "referral", "on": "2026-06-01", "data": {"primary": "colorectal"}, **event}
+    result = any_engine.record(raw)
+    assert result.status == "invalid"
+    assert any(f == field and message in m for f, m in result.errors), result.errors
+    with any_engine.repository.read() as tx:
+        stored = tx._rows("SELECT status, payload FROM event_log ORDER BY id DESC LIMIT 1", ())
+    assert stored[0][0] == "invalid"
+    assert any_engine.record({**raw, **{"note": "fine"}, "data": {"primary": "colorectal"},
+                              "type": "referral"}).status == "accepted"

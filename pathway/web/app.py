@@ -1,0 +1,295 @@
+"""The FastAPI application: login/logout, the HTTP API at /api/v1, the pages, static files.
+
+`create_app(engine)` serves one engine. Every response carries a strict Content-Security-Policy
+(no inline script or style), nosniff and a same-origin referrer policy. Nothing but the login page,
+static files and the OpenAPI document is reachable without logging in (API: 401; pages: a
+redirect to /login?next=<path>).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import Depends, FastAPI, Form, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pathway.delivery import DispatcherLocked
+from pathway.engine import Engine
+from pathway.errors import ConcurrentUpdate, StorageError
+from pathway.web import security
+from pathway.web.security import LOGIN_CSRF_COOKIE, SESSION_COOKIE, LoginRequired, is_https, verify_csrf
+from pathway.web.templating import templates
+from persistence.accounts import SESSION_HOURS, Accounts
+
+log = logging.getLogger("pathway.web")
+
+STATIC = Path(__file__).resolve().parent / "static"
+API_PREFIX = "/api/v1"
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+)
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+class SecurityHeaders:
+    """Adds the security headers to every response (pure ASGI: streaming responses too)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = list(message.get("headers", [])) + [
+                    (name, value) for name, value in SECURITY_HEADERS if name not in names
+                ]
+                if scope.get("path", "").startswith("/api/") or scope.get("path") in ("/login", "/logout"):
+                    message["headers"].append((b"cache-control", b"no-store"))
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def safe_next(value: str | None) -> str:
+    """A local path to go to after login (never another site)."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value or "\n" in value:
+        return "/"
+    return value
+
+
+def set_cookie(request: Request, response: Response, name: str, value: str, max_age: int) -> None:
+    response.set_cookie(name, value, max_age=max_age, path="/", httponly=True, samesite="strict",
+                        secure=is_https(request))
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def _error_page(request: Request, status_code: int, title: str, message: str) -> HTMLResponse:
+    template = templates.env.from_string(
+        '{% extends "base.html" %}{% block title %}{{ title }}{% endblock %}'
+        '{% block content %}<section class="error-page"><h1>{{ title }}</h1><p>{{ message }}</p>'
+        '<p><a href="/">Back to the worklist</a></p></section>{% endblock %}'
+    )
+    context = {"request": request, "title": title, "message": message}
+    try:
+        context.update(user=security.current_user(request), csrf=security.csrf_token(request))
+    except Exception:  # noqa: BLE001 - an error page must render even when the database does not answer
+        context.update(user=None, csrf="")
+    return HTMLResponse(template.render(context), status_code=status_code)
+
+
+def create_app(engine: Engine, *, scheduler: bool = False, notifiers: Iterable[Any] | None = None,
+               accounts: Accounts | None = None) -> FastAPI:
+    """The web app and HTTP API over `engine`. With `scheduler`, reminders are delivered in-process
+    (through `notifiers`, else the engine's) while the app runs; on SQLite, if another dispatcher
+    holds the database, the app serves without one and says so in the log."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        started = False
+        if scheduler:
+            try:
+                engine.start_scheduler(list(notifiers) if notifiers is not None else None)
+                started = True
+                log.info("reminder dispatcher running in this process")
+            except DispatcherLocked as exc:
+                log.warning("serving without the reminder dispatcher: %s", exc)
+                app.state.dispatcher_problem = str(exc)
+        try:
+            yield
+        finally:
+            if started:
+                engine.stop_scheduler(wait=True)
+
+    from pathway.web.api import openapi_components
+    from pathway.web.api import router as api_router
+
+    app = FastAPI(
+        title="Liver pathway HTTP API",
+        version="1",
+        description=(
+            "The care-pathway engine over HTTP. Authenticate with `Authorization: Bearer <token>` "
+            "(`pathway token create USER`). Events follow the public event contract; the server sets `by`."
+        ),
+        openapi_url=None,  # served below, to logged-in users and token holders only
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.state.accounts = accounts or Accounts(engine.repository.engine, engine.clock)
+    app.state.dispatcher_problem = None
+    app.add_middleware(SecurityHeaders)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    # -- errors ----------------------------------------------------------------------------------
+
+    @app.exception_handler(LoginRequired)
+    async def _login_required(request: Request, exc: LoginRequired) -> Response:
+        target = "/login?next=" + quote(safe_next(exc.next_path), safe="/")
+        if request.headers.get("hx-request"):
+            return Response(status_code=401, headers={"HX-Redirect": target})
+        return RedirectResponse(target, status_code=303)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = getattr(exc, "headers", None)
+        if _wants_json(request) or request.headers.get("hx-request") and exc.status_code < 500:
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+        titles = {401: "Not logged in", 403: "Not allowed", 404: "Not found", 405: "Not allowed",
+                  429: "Too many attempts"}
+        response = _error_page(request, exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail))
+        if headers:
+            response.headers.update(headers)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        if _wants_json(request):
+            return JSONResponse({"detail": errors}, status_code=422)
+        message = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in errors)
+        return _error_page(request, 422, "Invalid input", message)
+
+    @app.exception_handler(ConcurrentUpdate)
+    async def _conflict(request: Request, exc: ConcurrentUpdate) -> Response:
+        detail = "another user changed this patient at the same time: read it again and retry"
+        if _wants_json(request):
+            return JSONResponse({"detail": detail}, status_code=409)
+        return _error_page(request, 409, "Changed meanwhile", detail)
+
+    @app.exception_handler(StorageError)
+    async def _storage(request: Request, exc: StorageError) -> Response:
+        log.error("storage error: %s", exc)
+        detail = "the database is not available; try again shortly"
+        if _wants_json(request):
+            return JSONResponse({"detail": detail}, status_code=503)
+        return _error_page(request, 503, "Database unavailable", detail)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        if _wants_json(request):
+            response: Response = JSONResponse({"detail": "internal error (logged on the server)"}, status_code=500)
+        else:
+            response = HTMLResponse("<!doctype html><title>Error</title><h1>Something went wrong</h1>"
+                                    "<p>The error was logged on the server.</p>", status_code=500)
+        for name, value in SECURITY_HEADERS:
+            response.headers[name.decode()] = value.decode()
+        return response
+
+    # -- login, logout ---------------------------------------------------------------------------
+
+    def _login_page(request: Request, status_code: int = 200, error: str = "", name: str = "",
+                    next_path: str = "/") -> Response:
+        response = templates.TemplateResponse(
+            request, "login.html", {"error": error, "name": name, "next": safe_next(next_path)},
+            status_code=status_code,
+        )
+        new = getattr(request.state, "new_login_csrf", None)
+        if new:
+            set_cookie(request, response, LOGIN_CSRF_COOKIE, new, max_age=2 * 3600)
+        return response
+
+    @app.get("/login", include_in_schema=False)
+    def login_form(request: Request, next: str = "/") -> Response:  # noqa: A002
+        if security.current_user(request) is not None:
+            return RedirectResponse(safe_next(next), status_code=303)
+        return _login_page(request, next_path=next)
+
+    @app.post("/login", include_in_schema=False, dependencies=[Depends(verify_csrf)])
+    def login(request: Request, name: str = Form(""), password: str = Form(""),
+              next: str = Form("/")) -> Response:  # noqa: A002
+        store = security.accounts(request)
+        address = request.client.host if request.client else "unknown"
+        name = name.strip()[:64]
+        wait = store.throttled(name, address)
+        if wait is not None:
+            minutes = max(1, int(wait.total_seconds() + 59) // 60)
+            log.warning("login throttled for a user name or address after repeated failures")
+            return _login_page(request, 429, f"Too many failed logins: try again in {minutes} minute"
+                               f"{'s' if minutes != 1 else ''}.", name, next)
+        account = store.authenticate(name, password) if name and password else None
+        if account is None:
+            store.record_failure(name, address)
+            return _login_page(request, 400, "Wrong name or password.", name, next)
+        store.clear_failures(name)
+        secret, _csrf = store.create_session(account)
+        response = RedirectResponse(safe_next(next), status_code=303)
+        set_cookie(request, response, SESSION_COOKIE, secret, max_age=SESSION_HOURS * 3600)
+        response.delete_cookie(LOGIN_CSRF_COOKIE, path="/", httponly=True, samesite="strict",
+                               secure=is_https(request))
+        log.info("login: %s", account.name)
+        return response
+
+    @app.post("/logout", include_in_schema=False, dependencies=[Depends(verify_csrf)])
+    def logout(request: Request) -> Response:
+        secret = request.cookies.get(SESSION_COOKIE)
+        if secret:
+            security.accounts(request).end_session(secret)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=is_https(request))
+        return response
+
+    # -- the API and the pages ---------------------------------------------------------------------
+
+    app.include_router(api_router, prefix=API_PREFIX)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(openapi_components())
+            schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            schema["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.get(f"{API_PREFIX}/openapi.json", include_in_schema=False)
+    def openapi_json(_user: security.User = Depends(security.api_user)) -> JSONResponse:
+        return JSONResponse(app.openapi())
+    try:
+        pages = importlib.import_module("pathway.web.pages")
+    except ModuleNotFoundError as exc:
+        if exc.name != "pathway.web.pages":
+            raise
+        pages = None  # type: ignore[assignment]
+
+        @app.get("/", include_in_schema=False)
+        def home(request: Request, user: security.User = Depends(security.page_user)) -> Response:
+            return _error_page(request, 200, "Liver pathway", f"Logged in as {user.name} ({user.role}).")
+
+    if pages is not None:
+        app.include_router(pages.router, include_in_schema=False)
+
+    return app
+

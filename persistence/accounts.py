@@ -1,0 +1,275 @@
+"""Accounts of the web app and the HTTP API: users, API tokens, login sessions, login throttling.
+
+All the SQL of accounts lives here (SQLAlchemy Core over the repository's engine; SQLite and
+PostgreSQL). Secrets are never stored: passwords as argon2id hashes, API tokens and session ids as
+SHA-256 hex digests of random secrets (a token is shown once, when it is created).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from persistence.tables import login_failure_table, session_table, token_table, user_table
+
+ROLES = ("viewer", "coordinator", "admin")
+MIN_PASSWORD = 10
+NAME_MAX = 64
+TOKEN_PREFIX = "pwt_"
+SESSION_HOURS = 12
+#: Failed logins allowed per user name, and per client address, in the window.
+MAX_FAILURES = 5
+FAILURE_WINDOW = timedelta(minutes=15)
+
+_hasher = PasswordHasher()
+# a hash to verify against when the user does not exist, so both cases take the same time
+_DUMMY_HASH = _hasher.hash("not a password of anyone")
+
+
+class AccountError(ValueError):
+    """A request about accounts that cannot be done (message for the user)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: int
+    name: str
+    role: str
+    disabled: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    id: int
+    user: str
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    account: Account
+    csrf: str
+    expires_at: datetime
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def _utc() -> datetime:
+    return datetime.now(UTC)
+
+
+
+
+class Accounts:
+    """Users, tokens, sessions and login failures stored in the pathway database."""
+
+    def __init__(self, engine: sa.Engine, clock: Callable[[], datetime] = _utc):
+        self.engine = engine
+        self.clock = clock
+
+    # -- transactions ------------------------------------------------------------------------
+
+    def _write(self) -> sa.engine.base.Connection:
+        return self.engine.connect().execution_options(pathway_write=True)
+
+    # -- users -------------------------------------------------------------------------------
+
+    def add_user(self, name: str, role: str, password: str) -> Account:
+        name = name.strip()
+        if not name or len(name) > NAME_MAX or any(c.isspace() for c in name):
+            raise AccountError(f"a user name is 1 to {NAME_MAX} characters without spaces, got {name!r}")
+        if role not in ROLES:
+            raise AccountError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        check_password(password)
+        now = self.clock()
+        with self._write() as conn, conn.begin():
+            if conn.execute(sa.select(user_table.c.id).where(user_table.c.name == name)).first():
+                raise AccountError(f"user {name} already exists")
+            new_id = conn.execute(
+                user_table.insert().values(name=name, role=role, password_hash=_hasher.hash(password),
+                                           created_at=now, disabled=False).returning(user_table.c.id)
+            ).scalar_one()
+        return Account(new_id, name, role, False, now)
+
+    def set_password(self, name: str, password: str) -> None:
+        check_password(password)
+        with self._write() as conn, conn.begin():
+            done = conn.execute(user_table.update().where(user_table.c.name == name)
+                                .values(password_hash=_hasher.hash(password))).rowcount
+            if not done:
+                raise AccountError(f"no user {name}")
+            conn.execute(session_table.delete().where(session_table.c.user_id == self._id(conn, name)))
+
+    def set_disabled(self, name: str, disabled: bool) -> None:
+        with self._write() as conn, conn.begin():
+            done = conn.execute(user_table.update().where(user_table.c.name == name)
+                                .values(disabled=disabled)).rowcount
+            if not done:
+                raise AccountError(f"no user {name}")
+            if disabled:
+                conn.execute(session_table.delete().where(session_table.c.user_id == self._id(conn, name)))
+
+    @staticmethod
+    def _id(conn: sa.Connection, name: str) -> int | None:
+        return conn.execute(sa.select(user_table.c.id).where(user_table.c.name == name)).scalar()
+
+    def users(self) -> list[Account]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(user_table).order_by(user_table.c.name)).all()
+        return [_account(r) for r in rows]
+
+    def user(self, name: str) -> Account | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(user_table).where(user_table.c.name == name)).first()
+        return _account(row) if row else None
+
+    def count_users(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(user_table)).scalar_one())
+
+    def password_hash(self, name: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(user_table.c.password_hash).where(user_table.c.name == name)).scalar()
+
+    def authenticate(self, name: str, password: str) -> Account | None:
+        """The enabled user with this name and password, else None (same work either way)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(user_table).where(user_table.c.name == name)).first()
+        stored = row.password_hash if row else _DUMMY_HASH
+        try:
+            ok = _hasher.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            ok = False
+        if not ok or row is None or row.disabled:
+            return None
+        if _hasher.check_needs_rehash(stored):
+            with self._write() as conn, conn.begin():
+                conn.execute(user_table.update().where(user_table.c.id == row.id)
+                             .values(password_hash=_hasher.hash(password)))
+        return _account(row)
+
+    # -- login throttling ---------------------------------------------------------------------
+
+    def throttled(self, name: str, address: str) -> timedelta | None:
+        """How long until a login for `name` from `address` may be tried again (None: now)."""
+        now = self.clock()
+        since = now - FAILURE_WINDOW
+        f = login_failure_table
+        waits = []
+        with self.engine.connect() as conn:
+            for column, value in ((f.c.name, name[:NAME_MAX]), (f.c.address, address[:64])):
+                times = conn.execute(
+                    sa.select(f.c.at).where(column == value, f.c.at > since).order_by(f.c.at.desc())
+                    .limit(MAX_FAILURES)
+                ).scalars().all()
+                if len(times) >= MAX_FAILURES:
+                    waits.append(times[-1] + FAILURE_WINDOW - now)
+        return max(waits) if waits else None
+
+    def record_failure(self, name: str, address: str) -> None:
+        now = self.clock()
+        with self._write() as conn, conn.begin():
+            conn.execute(login_failure_table.insert().values(name=name[:NAME_MAX], address=address[:64], at=now))
+            conn.execute(login_failure_table.delete().where(login_failure_table.c.at < now - timedelta(days=1)))
+
+    def clear_failures(self, name: str) -> None:
+        with self._write() as conn, conn.begin():
+            conn.execute(login_failure_table.delete().where(login_failure_table.c.name == name[:NAME_MAX]))
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def create_session(self, account: Account, hours: float = SESSION_HOURS) -> tuple[str, str]:
+        """A new session: (the cookie's secret, the session's CSRF token)."""
+        secret = secrets.token_urlsafe(32)
+        csrf = secrets.token_urlsafe(32)
+        now = self.clock()
+        with self._write() as conn, conn.begin():
+            conn.execute(session_table.insert().values(id_hash=digest(secret), user_id=account.id, csrf=csrf,
+                                                       created_at=now, expires_at=now + timedelta(hours=hours)))
+            conn.execute(session_table.delete().where(session_table.c.expires_at < now))
+        return secret, csrf
+
+    def session(self, secret: str) -> SessionInfo | None:
+        now = self.clock()
+        s, u = session_table, user_table
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(u, s.c.csrf, s.c.expires_at).join(s, s.c.user_id == u.c.id)
+                .where(s.c.id_hash == digest(secret))
+            ).first()
+        if row is None or row.expires_at <= now or row.disabled:
+            return None
+        return SessionInfo(_account(row), row.csrf, row.expires_at)
+
+    def end_session(self, secret: str) -> None:
+        with self._write() as conn, conn.begin():
+            conn.execute(session_table.delete().where(session_table.c.id_hash == digest(secret)))
+
+    # -- API tokens --------------------------------------------------------------------------
+
+    def create_token(self, user: str, name: str = "") -> tuple[int, str]:
+        """A new bearer token for `user`: (its id, the secret — shown once, stored only hashed)."""
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        now = self.clock()
+        with self._write() as conn, conn.begin():
+            user_id = self._id(conn, user)
+            if user_id is None:
+                raise AccountError(f"no user {user}: add it first with `pathway user add {user} --role ROLE`")
+            token_id = conn.execute(
+                token_table.insert().values(user_id=user_id, name=name[:100], token_hash=digest(secret),
+                                            created_at=now).returning(token_table.c.id)
+            ).scalar_one()
+        return token_id, secret
+
+    def revoke_token(self, token_id: int) -> bool:
+        """Revoke a token; False if there is no such token or it was revoked already."""
+        with self._write() as conn, conn.begin():
+            return bool(conn.execute(
+                token_table.update().where(token_table.c.id == token_id, token_table.c.revoked_at.is_(None))
+                .values(revoked_at=self.clock())
+            ).rowcount)
+
+    def tokens(self) -> list[TokenInfo]:
+        t, u = token_table, user_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t, u.c.name.label("user")).join(u, u.c.id == t.c.user_id)
+                                .order_by(t.c.id)).all()
+        return [TokenInfo(r.id, r.user, r.name, r.created_at, r.revoked_at, r.last_used_at) for r in rows]
+
+    def token_user(self, secret: str) -> Account | None:
+        """The enabled user of an unrevoked token, else None."""
+        t, u = token_table, user_table
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(u).join(t, t.c.user_id == u.c.id)
+                .where(t.c.token_hash == digest(secret), t.c.revoked_at.is_(None))
+            ).first()
+        if row is None or row.disabled:
+            return None
+        return _account(row)
+
+    def stored_token_hashes(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(token_table.c.token_hash)).scalars())
+
+
+def check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise AccountError(f"the password is too short: at least {MIN_PASSWORD} characters")
+
+
+def _account(row: sa.Row) -> Account:
+    return Account(row.id, row.name, row.role, bool(row.disabled), row.created_at)

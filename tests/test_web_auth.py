@@ -1,0 +1,349 @@
+"""Authentication and its protections: sessions, roles, tokens, CSRF, throttling, headers, accounts CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from pathway import Engine, ManualClock
+from pathway.cli import main
+from pathway.web import create_app
+from pathway.web.security import LOGIN_CSRF_COOKIE, SESSION_COOKIE, User
+from persistence.accounts import Accounts
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2id with the smallest cost: the tests hash many passwords (production keeps the defaults)."""
+    from argon2 import PasswordHasher
+
+    monkeypatch.setattr("persistence.accounts._hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+API_GETS = ["/api/v1/patients", "/api/v1/patients/P1", "/api/v1/worklist", "/api/v1/pathway", "/api/v1/openapi.json"]
+
+
+@pytest.fixture
+def app(any_engine: Engine) -> Any:
+    app = create_app(any_engine, scheduler=False)
+    accounts: Accounts = app.state.accounts
+    for role in ("viewer", "coordinator", "admin"):
+        accounts.add_user(role, role, PASSWORD)
+    return app
+
+
+@pytest.fixture
+def client(app: Any) -> Iterator[TestClient]:
+    with TestClient(app) as client:
+        yield client
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match, html
+    return match.group(1)
+
+
+def login(client: TestClient, name: str = "coordinator", password: str = PASSWORD, next_path: str = "/") -> Any:
+    page = client.get("/login")
+    return client.post("/login", data={"name": name, "password": password, "csrf": csrf_of(page.text),
+                                       "next": next_path}, follow_redirects=False)
+
+
+def token(app: Any, user: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {app.state.accounts.create_token(user)[1]}"}
+
+
+def event(engine: Engine, patient: str = "P1") -> dict[str, Any]:
+    return {"patient": patient, "type": "referral", "on": (engine.today() - timedelta(days=3)).isoformat(),
+            "data": {"primary": "colorectal"}}
+
+
+# -- anonymous ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", API_GETS)
+def test_anonymous_api_requests_are_401_with_a_challenge(client: TestClient, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert response.headers["content-type"] == "application/json"
+
+
+def test_anonymous_post_of_events_is_401_and_records_nothing(client: TestClient, any_engine: Engine) -> None:
+    assert client.post("/api/v1/events", json=event(any_engine)).status_code == 401
+    assert any_engine.patients() == []
+
+
+def test_anonymous_pages_redirect_to_login_with_next(client: TestClient) -> None:
+    response = client.get("/", follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/login?next=/"
+    response = client.get("/?kind=chemo_cycle", follow_redirects=False)
+    assert response.headers["location"].startswith("/login?next=/%3Fkind")
+
+
+def test_htmx_requests_get_a_redirect_header_instead(client: TestClient) -> None:
+    response = client.get("/", headers={"HX-Request": "true"}, follow_redirects=False)
+    assert response.status_code == 401 and response.headers["hx-redirect"].startswith("/login?next=")
+
+
+def test_login_page_and_static_files_are_public(client: TestClient) -> None:
+    assert client.get("/login").status_code == 200
+    css = client.get("/static/app.css")
+    assert css.status_code == 200 and "text/css" in css.headers["content-type"]
+    assert client.get("/static/htmx.min.js").status_code == 200
+
+
+@pytest.mark.parametrize("header", ["Bearer", "Bearer nope", "Basic dXNlcjpwYXNz", "Bearer " + "x" * 500, "Token abc"])
+def test_bad_authorization_headers_are_401(client: TestClient, header: str) -> None:
+    response = client.get("/api/v1/patients", headers={"Authorization": header})
+    assert response.status_code == 401 and "www-authenticate" in response.headers
+
+
+# -- roles ----------------------------------------------------------------------------------------------
+
+
+def test_user_roles_are_ordered() -> None:
+    assert User("a", "admin").can("coordinator") and User("a", "admin").can("viewer")
+    assert User("c", "coordinator").can("viewer") and not User("c", "coordinator").can("admin")
+    assert not User("v", "viewer").can("coordinator")
+    assert not User("v", "viewer").can("superuser")
+
+
+def test_a_viewer_may_read_but_not_record(app: Any, client: TestClient, any_engine: Engine) -> None:
+    viewer = token(app, "viewer")
+    assert client.get("/api/v1/patients", headers=viewer).status_code == 200
+    response = client.post("/api/v1/events", json=event(any_engine), headers=viewer)
+    assert response.status_code == 403 and "coordinator" in response.json()["detail"]
+    assert any_engine.patients() == []
+
+
+def test_coordinator_and_admin_may_record(app: Any, client: TestClient, any_engine: Engine) -> None:
+    for user, patient in (("coordinator", "P1"), ("admin", "P2")):
+        response = client.post("/api/v1/events", json=event(any_engine, patient), headers=token(app, user))
+        assert response.json()[0]["status"] == "accepted"
+    assert [h.by for h in any_engine.show("P2").history] == ["admin"]
+
+
+# -- tokens ---------------------------------------------------------------------------------------------
+
+
+def test_a_revoked_token_is_401(app: Any, client: TestClient) -> None:
+    token_id, secret = app.state.accounts.create_token("coordinator", "emr")
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert client.get("/api/v1/patients", headers=headers).status_code == 200
+    assert app.state.accounts.revoke_token(token_id)
+    response = client.get("/api/v1/patients", headers=headers)
+    assert response.status_code == 401 and 'error="invalid_token"' in response.headers["www-authenticate"]
+    assert not app.state.accounts.revoke_token(token_id)  # already revoked
+
+
+def test_a_disabled_users_token_is_401(app: Any, client: TestClient) -> None:
+    headers = token(app, "viewer")
+    app.state.accounts.set_disabled("viewer", True)
+    assert client.get("/api/v1/patients", headers=headers).status_code == 401
+
+
+def test_tokens_are_stored_only_as_sha256(app: Any) -> None:
+    _, secret = app.state.accounts.create_token("coordinator")
+    stored = app.state.accounts.stored_token_hashes()
+    assert hashlib.sha256(secret.encode()).hexdigest() in stored
+    assert all(secret not in h for h in stored)
+
+
+def test_passwords_are_argon2_hashes(app: Any) -> None:
+    stored = app.state.accounts.password_hash("coordinator")
+    assert stored.startswith("$argon2id$") and PASSWORD not in stored
+
+
+# -- sessions, cookies, CSRF ---------------------------------------------------------------------------
+
+
+def test_login_sets_a_strict_httponly_session_cookie_and_redirects_to_next(client: TestClient) -> None:
+    response = login(client, next_path="/api/v1/pathway")
+    assert response.status_code == 303 and response.headers["location"] == "/api/v1/pathway"
+    cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith(SESSION_COOKIE + "="))
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Secure" not in cookie
+    assert client.get("/api/v1/pathway").status_code == 200  # the session works for API reads too
+    assert client.get("/").status_code == 200
+
+
+def test_cookies_are_secure_over_https(app: Any) -> None:
+    with TestClient(app, base_url="https://testserver") as client:
+        page = client.get("/login")
+        assert "Secure" in page.headers["set-cookie"]
+        response = login(client)
+        assert all("Secure" in c for c in response.headers.get_list("set-cookie"))
+
+
+@pytest.mark.parametrize("next_path", ["//evil.example/", "https://evil.example/", "\\\\evil", "javascript:x"])
+def test_login_never_redirects_off_site(client: TestClient, next_path: str) -> None:
+    assert login(client, next_path=next_path).headers["location"] == "/"
+
+
+def test_login_without_or_with_a_wrong_csrf_token_is_403(client: TestClient) -> None:
+    page = client.get("/login")
+    data = {"name": "coordinator", "password": PASSWORD}
+    assert client.post("/login", data=data, follow_redirects=False).status_code == 403
+    assert client.post("/login", data={**data, "csrf": "forged"}, follow_redirects=False).status_code == 403
+    client.cookies.delete(LOGIN_CSRF_COOKIE)  # the token without its cookie (another browser's token)
+    assert client.post("/login", data={**data, "csrf": csrf_of(page.text)}, follow_redirects=False).status_code == 403
+    assert SESSION_COOKIE not in client.cookies
+
+
+def test_logout_needs_the_sessions_csrf_token(client: TestClient) -> None:
+    login(client)
+    page = client.get("/")
+    assert client.post("/logout", follow_redirects=False).status_code == 403
+    assert client.post("/logout", data={"csrf": "forged"}, follow_redirects=False).status_code == 403
+    assert client.get("/api/v1/patients").status_code == 200  # still logged in
+    response = client.post("/logout", data={"csrf": csrf_of(page.text)}, follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/login"
+    assert client.get("/api/v1/patients").status_code == 401
+    assert client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_a_stolen_session_cookie_is_useless_after_logout(app: Any, client: TestClient) -> None:
+    login(client)
+    secret = client.cookies[SESSION_COOKIE]
+    page = client.get("/")
+    client.post("/logout", data={"csrf": csrf_of(page.text)})
+    with TestClient(app, cookies={SESSION_COOKIE: secret}) as other:
+        assert other.get("/api/v1/patients").status_code == 401
+
+
+def test_session_writes_through_the_api_need_the_csrf_header(client: TestClient, any_engine: Engine) -> None:
+    login(client)
+    csrf = csrf_of(client.get("/").text)
+    assert client.post("/api/v1/events", json=event(any_engine)).status_code == 403
+    response = client.post("/api/v1/events", json=event(any_engine), headers={"X-CSRF-Token": csrf})
+    assert response.json()[0]["status"] == "accepted"
+    assert [h.by for h in any_engine.show("P1").history] == ["coordinator"]  # the audit log names the user
+
+
+def test_wrong_password_unknown_user_and_disabled_user_cannot_log_in(app: Any, client: TestClient) -> None:
+    assert login(client, password="wrong password!").status_code == 400
+    assert login(client, name="nobody").status_code == 400
+    app.state.accounts.set_disabled("viewer", True)
+    assert login(client, name="viewer").status_code == 400
+    assert SESSION_COOKIE not in client.cookies
+
+
+def test_sessions_expire(app: Any, engine: Engine, clock: ManualClock) -> None:
+    app = create_app(engine)
+    app.state.accounts.add_user("c", "coordinator", PASSWORD)
+    with TestClient(app) as client:
+        login(client, "c")
+        assert client.get("/api/v1/patients").status_code == 200
+        clock.advance(hours=13)
+        assert client.get("/api/v1/patients").status_code == 401
+
+
+# -- throttling -------------------------------------------------------------------------------------------
+
+
+def test_login_is_throttled_after_five_failures_for_a_user(engine: Engine, clock: ManualClock) -> None:
+    app = create_app(engine)
+    app.state.accounts.add_user("c", "coordinator", PASSWORD)
+    with TestClient(app) as client:
+        for _ in range(5):
+            assert login(client, "c", "wrong password").status_code == 400
+        response = login(client, "c")  # even the right password now waits
+        assert response.status_code == 429 and "try again in 15 minutes" in response.text
+        clock.advance(minutes=10)
+        assert "try again in 5 minutes" in login(client, "c").text
+        clock.advance(minutes=5, seconds=1)
+        assert login(client, "c").status_code == 303
+
+
+def test_login_is_throttled_per_client_address_across_names(engine: Engine, clock: ManualClock) -> None:
+    app = create_app(engine)
+    app.state.accounts.add_user("c", "coordinator", PASSWORD)
+    with TestClient(app) as client:
+        for n in range(5):
+            login(client, f"guess{n}", "wrong password")
+        assert login(client, "c").status_code == 429
+
+
+def test_a_successful_login_clears_the_users_failures(engine: Engine) -> None:
+    app = create_app(engine)
+    app.state.accounts.add_user("c", "coordinator", PASSWORD)
+    with TestClient(app) as client:
+        for _ in range(4):
+            login(client, "c", "wrong password")
+        assert login(client, "c").status_code == 303
+        client.cookies.clear()
+        for _ in range(4):
+            login(client, "c", "wrong password")
+        assert login(client, "c").status_code == 303
+
+
+# -- headers ---------------------------------------------------------------------------------------------
+
+
+def test_pages_carry_a_csp_without_inline_script(client: TestClient) -> None:
+    for response in (client.get("/login"), client.get("/static/app.css"), client.get("/api/v1/pathway")):
+        csp = response.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["referrer-policy"] == "same-origin"
+    login(client)
+    page = client.get("/")
+    assert "content-security-policy" in page.headers
+    assert "<script>" not in page.text and " style=" not in page.text and " onclick=" not in page.text
+
+
+# -- the accounts CLI ------------------------------------------------------------------------------------
+
+
+def test_cli_adds_users_lists_them_and_manages_tokens(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = CliRunner()
+    monkeypatch.setenv("PATHWAY_DB", sqlite_url)
+    monkeypatch.setenv("PATHWAY_PASSWORD", PASSWORD)
+    result = runner.invoke(main, ["user", "add", "alice", "--role", "coordinator"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    again = runner.invoke(main, ["user", "add", "alice", "--role", "viewer"], catch_exceptions=False)
+    assert again.exit_code == 2 and "already exists" in again.output
+    listing = runner.invoke(main, ["user", "list", "--json"], catch_exceptions=False)
+    assert '"name": "alice"' in listing.stdout and '"role": "coordinator"' in listing.stdout
+    created = runner.invoke(main, ["token", "create", "alice", "--label", "emr"], catch_exceptions=False)
+    assert created.exit_code == 0
+    secret = created.stdout.strip()
+    assert secret.startswith("pwt_")
+    engine = Engine.open(sqlite_url)
+    with engine:
+        accounts = Accounts(engine.repository.engine)
+        assert accounts.token_user(secret).name == "alice"  # type: ignore[union-attr]
+        token_id = accounts.tokens()[0].id
+    assert "pwt_" not in runner.invoke(main, ["token", "list"], catch_exceptions=False).stdout
+    revoked = runner.invoke(main, ["token", "revoke", str(token_id)], catch_exceptions=False)
+    assert revoked.exit_code == 0
+    assert runner.invoke(main, ["token", "revoke", str(token_id)], catch_exceptions=False).exit_code == 1
+    with Engine.open(sqlite_url) as engine:
+        assert Accounts(engine.repository.engine).token_user(secret) is None
+    missing = runner.invoke(main, ["token", "create", "bob"], catch_exceptions=False)
+    assert missing.exit_code == 2 and "no user bob" in missing.output
+
+
+def test_cli_refuses_short_passwords_and_asks_twice(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = CliRunner()
+    monkeypatch.setenv("PATHWAY_DB", sqlite_url)
+    monkeypatch.delenv("PATHWAY_PASSWORD", raising=False)
+    short = runner.invoke(main, ["user", "add", "bob", "--role", "viewer"], input="short\nshort\n",
+                          catch_exceptions=False)
+    assert short.exit_code == 2 and "too short: at least 10 characters" in short.output
+    mismatch = runner.invoke(main, ["user", "add", "bob", "--role", "viewer"],
+                             input="first password1\nsecond password\nfirst password1\nfirst password1\n",
+                             catch_exceptions=False)
+    assert mismatch.exit_code == 0 and "do not match" in mismatch.output.lower()
+    assert "first password1" not in mismatch.output  # hidden input
+    monkeypatch.setenv("PATHWAY_PASSWORD", "tiny")
+    env_short = runner.invoke(main, ["user", "add", "carol", "--role", "viewer"], catch_exceptions=False)
+    assert env_short.exit_code == 2
