@@ -113,6 +113,16 @@ class Accounts:
                 raise AccountError(f"no user {name}")
             conn.execute(session_table.delete().where(session_table.c.user_id == self._id(conn, name)))
 
+    def set_role(self, name: str, role: str) -> None:
+        """Give NAME another role (its sessions and tokens follow at their next request)."""
+        if role not in ROLES:
+            raise AccountError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        with self._write() as conn, conn.begin():
+            done = conn.execute(user_table.update().where(user_table.c.name == name)
+                                .values(role=role)).rowcount
+            if not done:
+                raise AccountError(f"no user {name}")
+
     def set_disabled(self, name: str, disabled: bool) -> None:
         with self._write() as conn, conn.begin():
             done = conn.execute(user_table.update().where(user_table.c.name == name)

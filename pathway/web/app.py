@@ -291,5 +291,9 @@ def create_app(engine: Engine, *, scheduler: bool = False, notifiers: Iterable[A
     if pages is not None:
         app.include_router(pages.router, include_in_schema=False)
 
+    from pathway.web.admin import router as admin_router
+
+    app.include_router(admin_router, include_in_schema=False)
+
     return app
 
