@@ -9,7 +9,7 @@
                                          reminders with their delivery record
     pathway verify [PATIENT ...]         replay histories and compare with what is stored
     pathway db upgrade                   apply database migrations
-    pathway serve [--host H] [--port P] [--no-scheduler] [--behind-proxy] [notifier options of run]
+    pathway serve [--host H] [--port P] [--no-scheduler] [--behind-proxy [--forwarded-allow-ips IPS]] [notifier options of run]
                                          the web app and the HTTP API (/api/v1)
     pathway user add NAME --role R | user list | user password NAME | user disable NAME
     pathway token create USER | token list | token revoke TOKEN_ID
@@ -596,6 +596,8 @@ def token_list(db_url: str | None, policy_file: str | None) -> None:
 @click.option("--no-scheduler", is_flag=True, help="Do not deliver reminders in this process.")
 @click.option("--behind-proxy", is_flag=True,
               help="Trust X-Forwarded-Proto/-For from a reverse proxy (TLS terminated there: Secure cookies).")
+@click.option("--forwarded-allow-ips", default="127.0.0.1", show_default=True, metavar="IPS",
+              help="With --behind-proxy: the proxy addresses (comma-separated) whose X-Forwarded-* are trusted.")
 @click.option("--log", "log_", is_flag=True, help="Reminders: one JSON line each on stdout (the default).")
 @click.option("--webhook", "webhooks", multiple=True, metavar="URL", help="Reminders: POST each to URL. Repeatable.")
 @click.option("--email", "emails", multiple=True, metavar="ADDR", help="Reminders: e-mail each to ADDR.")
@@ -605,9 +607,9 @@ def token_list(db_url: str | None, policy_file: str | None) -> None:
 @click.option("--timeout", type=click.FloatRange(0.1, 300), default=10.0, show_default=True,
               help="Seconds a webhook or SMTP relay may take per reminder.")
 @common
-def serve(host: str, port: int, no_scheduler: bool, behind_proxy: bool, log_: bool, webhooks: tuple[str, ...],
-          emails: tuple[str, ...], smtp: str | None, sender: str, timeout: float, db_url: str | None,
-          policy_file: str | None) -> None:
+def serve(host: str, port: int, no_scheduler: bool, behind_proxy: bool, forwarded_allow_ips: str, log_: bool,
+          webhooks: tuple[str, ...], emails: tuple[str, ...], smtp: str | None, sender: str, timeout: float,
+          db_url: str | None, policy_file: str | None) -> None:
     """Serve the coordinator web app and the HTTP API (/api/v1), delivering reminders in-process."""
     import logging
 
@@ -633,7 +635,7 @@ def serve(host: str, port: int, no_scheduler: bool, behind_proxy: bool, log_: bo
         app = create_app(engine, scheduler=not no_scheduler, notifiers=notifiers)
         _console(stderr=True).print(f"serving on http://{host}:{port}/ (API: http://{host}:{port}/api/v1/openapi.json)")
         uvicorn.run(app, host=host, port=port, proxy_headers=behind_proxy,
-                    forwarded_allow_ips="*" if behind_proxy else None, log_level="info", server_header=False)
+                    forwarded_allow_ips=forwarded_allow_ips if behind_proxy else None, log_level="info", server_header=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -173,21 +173,51 @@ class Accounts:
 
     # -- login throttling ---------------------------------------------------------------------
 
-    def throttled(self, name: str, address: str) -> timedelta | None:
-        """How long until a login for `name` from `address` may be tried again (None: now)."""
-        now = self.clock()
+    def _waits(self, conn: sa.Connection, name: str, address: str, now: datetime) -> timedelta | None:
         since = now - FAILURE_WINDOW
         f = login_failure_table
         waits = []
-        with self.engine.connect() as conn:
-            for column, value in ((f.c.name, name[:NAME_MAX]), (f.c.address, address[:64])):
-                times = conn.execute(
-                    sa.select(f.c.at).where(column == value, f.c.at > since).order_by(f.c.at.desc())
-                    .limit(MAX_FAILURES)
-                ).scalars().all()
-                if len(times) >= MAX_FAILURES:
-                    waits.append(times[-1] + FAILURE_WINDOW - now)
+        for column, value in ((f.c.name, name[:NAME_MAX]), (f.c.address, address[:64])):
+            times = conn.execute(
+                sa.select(f.c.at).where(column == value, f.c.at > since).order_by(f.c.at.desc())
+                .limit(MAX_FAILURES)
+            ).scalars().all()
+            if len(times) >= MAX_FAILURES:
+                waits.append(times[-1] + FAILURE_WINDOW - now)
         return max(waits) if waits else None
+
+    def throttled(self, name: str, address: str) -> timedelta | None:
+        """How long until a login for `name` from `address` may be tried again (None: now)."""
+        with self.engine.connect() as conn:
+            return self._waits(conn, name, address, self.clock())
+
+    def begin_attempt(self, name: str, address: str) -> tuple[timedelta | None, int | None]:
+        """Check the throttle and, if a login may be tried, record the attempt as a failure in the
+        same write transaction (so parallel attempts cannot all pass the check): (wait, None) when
+        throttled, else (None, the attempt's id — pass it to `forget_attempt` when the login succeeds).
+        SQLite serializes this with BEGIN IMMEDIATE; PostgreSQL with transaction-level advisory
+        locks on the name and the address."""
+        now = self.clock()
+        name, address = name[:NAME_MAX], address[:64]
+        with self._write() as conn, conn.begin():
+            if self.engine.dialect.name == "postgresql":
+                # one lock order (name, then address) for every transaction: no deadlock
+                for key in (f"login-name:{name}", f"login-address:{address}"):
+                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(key))))
+            wait = self._waits(conn, name, address, now)
+            if wait is not None:
+                return wait, None
+            attempt = conn.execute(
+                login_failure_table.insert().values(name=name, address=address, at=now)
+                .returning(login_failure_table.c.id)
+            ).scalar_one()
+            conn.execute(login_failure_table.delete().where(login_failure_table.c.at < now - timedelta(days=1)))
+        return None, int(attempt)
+
+    def forget_attempt(self, attempt: int) -> None:
+        """A login attempt succeeded: it is not a failure."""
+        with self._write() as conn, conn.begin():
+            conn.execute(login_failure_table.delete().where(login_failure_table.c.id == attempt))
 
     def record_failure(self, name: str, address: str) -> None:
         now = self.clock()

@@ -173,6 +173,51 @@ def test_text_the_database_cannot_store_is_422(web: Web, text: str) -> None:
     assert web.engine.patients() == []
 
 
+def test_deeply_nested_data_is_422_naming_the_field(sqlite_web: Web) -> None:
+    def nested(depth: int) -> Any:
+        value: Any = 1
+        for _ in range(depth):
+            value = {"a": value}
+        return value
+
+    for depth in (40, 255, 400):
+        response = sqlite_web.post(referral(sqlite_web, data={"primary": "colorectal", "x": nested(depth)}))
+        found = errors(response)
+        assert len(found) == 1 and found[0][:3] == ("body", "data", "x"), found
+        assert "nested too deeply" in response.json()["detail"][0]["msg"]
+    assert sqlite_web.engine.patients() == []
+    # moderately nested data is fine
+    ok = sqlite_web.post(referral(sqlite_web, data={"primary": "colorectal", "x": nested(20)}))
+    assert ok.status_code == 200, ok.text
+
+
+@pytest.mark.parametrize("number", [b"1e999", b"-1e999"])
+def test_non_finite_numbers_are_422_naming_the_field(sqlite_web: Web, number: bytes) -> None:
+    body = json.dumps(referral(sqlite_web, data={"primary": "colorectal", "size": 0})).encode()
+    body = body.replace(b'"size": 0', b'"size": ' + number)
+    response = sqlite_web.client.post("/api/v1/events", content=body,
+                                      headers={**sqlite_web.auth(), "Content-Type": "application/json"})
+    assert errors(response) == [("body", "data", "size")]
+    assert "finite" in response.json()["detail"][0]["msg"]
+    assert sqlite_web.engine.patients() == []
+
+
+def test_a_body_over_10_mb_is_413(sqlite_web: Web) -> None:
+    big = b'{"patient": "P1", "note": "' + b"x" * (10 * 1024 * 1024) + b'"}'
+    response = sqlite_web.client.post("/api/v1/events", content=big,
+                                      headers={**sqlite_web.auth(), "Content-Type": "application/json"})
+    assert response.status_code == 413 and "too large" in response.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the bytes are counted as they stream
+        for start in range(0, len(big), 1024 * 1024):
+            yield big[start:start + 1024 * 1024]
+
+    response = sqlite_web.client.post("/api/v1/events", content=chunks(),
+                                      headers={**sqlite_web.auth(), "Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert sqlite_web.engine.patients() == []
+
+
 def test_malformed_json_is_422(sqlite_web: Web) -> None:
     response = sqlite_web.client.post("/api/v1/events", content=b'{"patient": ', headers={
         **sqlite_web.auth(), "Content-Type": "application/json"})

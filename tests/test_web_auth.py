@@ -210,6 +210,23 @@ def test_logout_needs_the_sessions_csrf_token(client: TestClient) -> None:
     assert client.get("/", follow_redirects=False).status_code == 303
 
 
+def test_logout_without_a_live_session_just_clears_the_cookie(app: Any, client: TestClient, clock: ManualClock,
+                                                             any_engine: Engine) -> None:
+    login(client)
+    assert SESSION_COOKIE in client.cookies
+    clock.advance(hours=13)  # the session expired: the page's CSRF token is gone with it
+    response = client.post("/logout", follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/login"
+    assert SESSION_COOKIE not in client.cookies
+    with TestClient(app, cookies={SESSION_COOKIE: "no-such-session"}) as other:
+        response = other.post("/logout", follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"] == "/login"
+        assert f"{SESSION_COOKIE}=" in response.headers["set-cookie"]
+        assert "max-age=0" in response.headers["set-cookie"].lower()
+    with TestClient(app) as anonymous:
+        assert anonymous.post("/logout", follow_redirects=False).status_code == 303
+
+
 def test_a_stolen_session_cookie_is_useless_after_logout(app: Any, client: TestClient) -> None:
     login(client)
     secret = client.cookies[SESSION_COOKIE]
@@ -261,6 +278,43 @@ def test_login_is_throttled_after_five_failures_for_a_user(engine: Engine, clock
         assert "try again in 5 minutes" in login(client, "c").text
         clock.advance(minutes=5, seconds=1)
         assert login(client, "c").status_code == 303
+
+
+def test_parallel_wrong_logins_check_at_most_five_passwords(app: Any, any_engine: Engine,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from argon2 import PasswordHasher
+
+    class SlowCountingHasher(PasswordHasher):
+        checks = 0
+        lock = threading.Lock()
+
+        def verify(self, hash: str | bytes, password: str | bytes) -> bool:  # noqa: A002
+            with self.lock:
+                type(self).checks += 1
+            time.sleep(0.05)  # argon2's real cost: the window the throttle must not leave open
+            return super().verify(hash, password)
+
+    monkeypatch.setattr("persistence.accounts._hasher",
+                        SlowCountingHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    with TestClient(app) as client:
+        page = client.get("/login")
+        cookies = dict(client.cookies)
+        data = {"name": "coordinator", "password": "wrong password", "csrf": csrf_of(page.text)}
+
+        def attempt(_: int) -> int:
+            with TestClient(app, cookies=cookies) as other:
+                return other.post("/login", data=data, follow_redirects=False).status_code
+
+        with ThreadPoolExecutor(30) as pool:
+            codes = list(pool.map(attempt, range(30)))
+    assert SlowCountingHasher.checks <= 5, (SlowCountingHasher.checks, codes)
+    assert sum(code != 429 for code in codes) <= 5 and set(codes) <= {400, 429}
+    with TestClient(app) as client:
+        assert login(client).status_code == 429  # the right password waits too
 
 
 def test_login_is_throttled_per_client_address_across_names(engine: Engine, clock: ManualClock) -> None:
@@ -347,3 +401,57 @@ def test_cli_refuses_short_passwords_and_asks_twice(sqlite_url: str, monkeypatch
     monkeypatch.setenv("PATHWAY_PASSWORD", "tiny")
     env_short = runner.invoke(main, ["user", "add", "carol", "--role", "viewer"], catch_exceptions=False)
     assert env_short.exit_code == 2
+
+
+
+# -- caching, request bodies, proxies -------------------------------------------------------------------
+
+
+def test_every_response_but_static_files_is_no_store(client: TestClient, any_engine: Engine) -> None:
+    assert client.get("/", follow_redirects=False).headers["cache-control"] == "no-store"
+    login(client)
+    csrf = csrf_of(client.get("/").text)
+    client.post("/api/v1/events", json=event(any_engine), headers={"X-CSRF-Token": csrf})
+    for path in ("/", "/patients/P1", "/login", "/nowhere"):
+        response = client.get(path)
+        assert response.headers["cache-control"] == "no-store", path
+    assert client.get("/patients/P1").status_code == 200
+    assert "no-store" not in client.get("/static/app.css").headers.get("cache-control", "")
+
+
+def test_oversized_bodies_are_413_before_any_parsing(app: Any, client: TestClient, any_engine: Engine) -> None:
+    page = client.get("/login")
+    data = {"name": "coordinator", "password": "x" * (1024 * 1024 + 10), "csrf": csrf_of(page.text)}
+    response = client.post("/login", data=data, follow_redirects=False)
+    assert response.status_code == 413
+    assert "content-security-policy" in response.headers
+    headers = {**token(app, "coordinator"), "Content-Type": "application/json"}
+    response = client.post("/api/v1/events", content=b"[" + b" " * (10 * 1024 * 1024) + b"]", headers=headers)
+    assert response.status_code == 413
+    assert client.post("/api/v1/events", content=b"[" + b" " * (2 * 1024 * 1024) + b"]",
+                       headers=headers).status_code == 200  # the API allows more than the pages
+    assert login(client).status_code == 303  # nothing was counted against the user
+
+
+def test_multipart_posts_to_pages_are_415(client: TestClient) -> None:
+    login(client)
+    csrf = csrf_of(client.get("/").text)
+    response = client.post("/logout", data={"csrf": csrf}, files={"f": ("a.txt", b"hello")},
+                           follow_redirects=False)
+    assert response.status_code == 415
+    assert client.get("/api/v1/patients").status_code == 200  # the form was never read: still logged in
+
+
+def test_serve_trusts_forwarded_headers_only_from_the_given_proxies(sqlite_url: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append(kwargs))
+    runner = CliRunner()
+    for args in (["--behind-proxy"], ["--behind-proxy", "--forwarded-allow-ips", "10.0.0.5,10.0.0.6"], []):
+        result = runner.invoke(main, ["serve", "--db", sqlite_url, "--no-scheduler", *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    assert [(c["proxy_headers"], c["forwarded_allow_ips"]) for c in calls] == [
+        (True, "127.0.0.1"), (True, "10.0.0.5,10.0.0.6"), (False, None)]
+

@@ -18,6 +18,7 @@ accepted or duplicate).
 from __future__ import annotations
 
 import json
+import math
 from datetime import date
 from typing import Annotated, Any
 
@@ -205,23 +206,37 @@ def _by_errors(payload: Any) -> list[dict[str, Any]]:
     return errors
 
 
-def _bad_text(value: Any, loc: list[Any], out: list[dict[str, Any]]) -> None:
+#: How deeply the containers of a request body may nest (deeper: 422 before anything else looks).
+MAX_DEPTH = 32
+
+
+def _bad_text(value: Any, loc: list[Any], out: list[dict[str, Any]], depth: int = 0) -> None:
     """Values the database cannot store: strings with NUL (PostgreSQL) or lone surrogates,
-    integers beyond 64 bits: 422."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    integers beyond 64 bits, non-finite numbers (1e999), containers nested over MAX_DEPTH: 422."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
         if not -(2**63) <= value < 2**63:
             out.append({"loc": ["body", *loc], "msg": "number out of range", "type": "int_out_of_range"})
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            out.append({"loc": ["body", *loc], "msg": "number must be finite", "type": "finite_number"})
     elif isinstance(value, str):
         if "\x00" in value or any(0xD800 <= ord(c) <= 0xDFFF for c in value):
             out.append({"loc": ["body", *loc], "msg": "text must be valid Unicode without NUL characters",
                         "type": "string_unicode"})
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _bad_text(key, [*loc, "<key>"], out)
-            _bad_text(item, [*loc, key], out)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _bad_text(item, [*loc, index], out)
+    elif isinstance(value, dict | list):
+        if depth >= MAX_DEPTH:
+            out.append({"loc": ["body", *loc], "msg": f"nested too deeply: at most {MAX_DEPTH} levels",
+                        "type": "too_deep"})
+            return
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _bad_text(key, [*loc, "<key>"], out, depth + 1)
+                _bad_text(item, [*loc, key], out, depth + 1)
+        else:
+            for index, item in enumerate(value):
+                _bad_text(item, [*loc, index], out, depth + 1)
 
 
 def _validation_errors(exc: ValidationError, is_list: bool) -> list[dict[str, Any]]:
@@ -273,7 +288,10 @@ async def post_events(request: Request, user: User = Depends(require_api_role("c
     if errors:
         raise RequestValidationError(errors)
     events = parsed if isinstance(parsed, list) else [parsed]
-    items = [e.model_dump(mode="json", exclude_unset=True) for e in events]
+    try:
+        items = [e.model_dump(mode="json", exclude_unset=True) for e in events]
+    except ValueError as exc:  # e.g. pydantic's serialization depth limit: the body is bad, not the server
+        raise _body_error([], f"the event cannot be serialized: {exc}", "value_error") from None
     engine = engine_of(request)
 
     def record() -> list[dict[str, Any]]:

@@ -12,11 +12,12 @@ import importlib
 import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, Form, Request
+from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -65,11 +66,86 @@ class SecurityHeaders:
                 message["headers"] = list(message.get("headers", [])) + [
                     (name, value) for name, value in SECURITY_HEADERS if name not in names
                 ]
-                if scope.get("path", "").startswith("/api/") or scope.get("path") in ("/login", "/logout"):
+                # pages show patient data (shared ward workstations): nothing but static files is cached
+                if not scope.get("path", "").startswith("/static/") and b"cache-control" not in names:
                     message["headers"].append((b"cache-control", b"no-store"))
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+PAGE_BODY_LIMIT = 1024 * 1024  # bytes of a request body to a page (forms)
+API_BODY_LIMIT = 10 * 1024 * 1024  # ... to the HTTP API (event lists)
+
+
+class BodyLimit:
+    """Rejects request bodies over PAGE_BODY_LIMIT (API_BODY_LIMIT under /api/) with 413 — by their
+    Content-Length before anything is read, and by counting the bytes of a chunked body as it
+    streams — and multipart bodies to the pages with 415 (no page uploads files), before any form
+    parsing (pure ASGI)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        api = path.startswith("/api/")
+        limit = API_BODY_LIMIT if api else PAGE_BODY_LIMIT
+        headers = {name.lower(): value for name, value in scope.get("headers", [])}
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                too_large = int(length) > limit
+            except ValueError:
+                await _plain(400, "bad Content-Length", api)(scope, receive, send)
+                return
+            if too_large:
+                await _plain(413, f"the request body is too large (at most {limit // (1024 * 1024)} MB)",
+                             api)(scope, receive, send)
+                return
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if not api and content_type == b"multipart/form-data":
+            await _plain(415, "file uploads are not accepted", api)(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge(limit)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge as exc:
+            if started:
+                raise
+            await _plain(413, str(exc.detail), api)(scope, receive, send)
+
+
+class _BodyTooLarge(HTTPException):
+    def __init__(self, limit: int):
+        super().__init__(413, f"the request body is too large (at most {limit // (1024 * 1024)} MB)")
+
+
+def _plain(status_code: int, detail: str, api: bool) -> Response:
+    if api:
+        return JSONResponse({"detail": detail}, status_code=status_code)
+    return HTMLResponse(f"<!doctype html><title>Error</title><h1>Request refused</h1><p>{detail}</p>",
+                        status_code=status_code)
 
 
 def safe_next(value: str | None) -> str:
@@ -143,7 +219,8 @@ def create_app(engine: Engine, *, scheduler: bool = False, notifiers: Iterable[A
     app.state.engine = engine
     app.state.accounts = accounts or Accounts(engine.repository.engine, engine.clock)
     app.state.dispatcher_problem = None
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit)
+    app.add_middleware(SecurityHeaders)  # outermost: its headers go on BodyLimit's refusals too
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     # -- errors ----------------------------------------------------------------------------------
@@ -230,16 +307,19 @@ def create_app(engine: Engine, *, scheduler: bool = False, notifiers: Iterable[A
         store = security.accounts(request)
         address = request.client.host if request.client else "unknown"
         name = name.strip()[:64]
-        wait = store.throttled(name, address)
-        if wait is not None:
+        # the attempt is recorded (as a failure) before the slow password check, in the transaction
+        # that checks the throttle: parallel guesses cannot all slip under the limit
+        wait, attempt = store.begin_attempt(name, address)
+        if wait is not None or attempt is None:
+            wait = wait or timedelta(minutes=1)
             minutes = max(1, int(wait.total_seconds() + 59) // 60)
             log.warning("login throttled for a user name or address after repeated failures")
             return _login_page(request, 429, f"Too many failed logins: try again in {minutes} minute"
                                f"{'s' if minutes != 1 else ''}.", name, next)
         account = store.authenticate(name, password) if name and password else None
         if account is None:
-            store.record_failure(name, address)
             return _login_page(request, 400, "Wrong name or password.", name, next)
+        store.forget_attempt(attempt)
         store.clear_failures(name)
         secret, _csrf = store.create_session(account)
         response = RedirectResponse(safe_next(next), status_code=303)
@@ -249,11 +329,13 @@ def create_app(engine: Engine, *, scheduler: bool = False, notifiers: Iterable[A
         log.info("login: %s", account.name)
         return response
 
-    @app.post("/logout", include_in_schema=False, dependencies=[Depends(verify_csrf)])
-    def logout(request: Request) -> Response:
+    @app.post("/logout", include_in_schema=False)
+    def logout(request: Request, csrf: str | None = Form(None)) -> Response:
         secret = request.cookies.get(SESSION_COOKIE)
-        if secret:
+        if security.current_user(request) is not None and secret:
+            security.check_csrf(request, csrf)  # a live session: only our own page may end it
             security.accounts(request).end_session(secret)
+        # no (or an expired) session: nothing to protect; just drop the stale cookie
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=is_https(request))
         return response
