@@ -457,13 +457,15 @@ def _accounts(engine: Engine) -> Any:
 
 
 def _new_password(name: str) -> str:
-    from persistence.accounts import MIN_PASSWORD
+    from persistence.accounts import AccountError, check_password
 
     password = os.environ.get("PATHWAY_PASSWORD")
     if password is None:
         password = click.prompt(f"password for {name}", hide_input=True, confirmation_prompt=True)
-    if len(password) < MIN_PASSWORD:
-        raise Fail(f"the password is too short: at least {MIN_PASSWORD} characters", EXIT_USAGE)
+    try:
+        check_password(password)  # the one rule, shared with the admin page
+    except AccountError as exc:
+        raise Fail(str(exc), EXIT_USAGE) from exc
     return password
 
 

@@ -96,8 +96,13 @@ class Accounts:
         check_password(password)
         now = self.clock()
         with self._write() as conn, conn.begin():
-            if conn.execute(sa.select(user_table.c.id).where(user_table.c.name == name)).first():
-                raise AccountError(f"user {name} already exists")
+            # names are compared without case: "alice" and "Alice" would be two people in the audit log
+            clash = conn.execute(
+                sa.select(user_table.c.name).where(sa.func.lower(user_table.c.name) == name.lower())
+            ).first()
+            if clash:
+                raise AccountError(f"user {clash.name} already exists" + ("" if clash.name == name else
+                                   f" (names are compared without case: choose another than {name})"))
             new_id = conn.execute(
                 user_table.insert().values(name=name, role=role, password_hash=_hasher.hash(password),
                                            created_at=now, disabled=False).returning(user_table.c.id)

@@ -365,6 +365,8 @@ def test_cli_adds_users_lists_them_and_manages_tokens(sqlite_url: str, monkeypat
     assert result.exit_code == 0, result.output
     again = runner.invoke(main, ["user", "add", "alice", "--role", "viewer"], catch_exceptions=False)
     assert again.exit_code == 2 and "already exists" in again.output
+    cased = runner.invoke(main, ["user", "add", "Alice", "--role", "viewer"], catch_exceptions=False)
+    assert cased.exit_code == 2 and "user alice already exists" in cased.output  # one person, one audit name
     listing = runner.invoke(main, ["user", "list", "--json"], catch_exceptions=False)
     assert '"name": "alice"' in listing.stdout and '"role": "coordinator"' in listing.stdout
     created = runner.invoke(main, ["token", "create", "alice", "--label", "emr"], catch_exceptions=False)

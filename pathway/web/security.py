@@ -96,18 +96,23 @@ def page_user(request: Request) -> User:
     return user
 
 
-def require_page_role(role: str) -> Callable[[Request], User]:
+def _requiring(role: str, authenticate: Callable[[Request], User], name: str) -> Callable[[Request], User]:
+    """A dependency: the user `authenticate` finds, if their role includes `role` (else 403)."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
 
     def dependency(request: Request) -> User:
-        user = page_user(request)
+        user = authenticate(request)
         if not user.can(role):
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {role} role; you are {user.role}")
         return user
 
-    dependency.__name__ = f"require_page_role_{role}"
+    dependency.__name__ = f"{name}_{role}"
     return dependency
+
+
+def require_page_role(role: str) -> Callable[[Request], User]:
+    return _requiring(role, page_user, "require_page_role")
 
 
 def _unauthorized(detail: str, error: str | None = None) -> HTTPException:
@@ -139,17 +144,7 @@ def api_user(request: Request) -> User:
 
 
 def require_api_role(role: str) -> Callable[[Request], User]:
-    if role not in ROLES:
-        raise ValueError(f"unknown role {role!r}")
-
-    def dependency(request: Request) -> User:
-        user = api_user(request)
-        if not user.can(role):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {role} role; you are {user.role}")
-        return user
-
-    dependency.__name__ = f"require_api_role_{role}"
-    return dependency
+    return _requiring(role, api_user, "require_api_role")
 
 
 # -- CSRF -----------------------------------------------------------------------------------------
