@@ -399,6 +399,9 @@ class ReminderScheduler:
         self._arm_lock = threading.Lock()
         self._holds_lock = False
         self.errors = 0
+        #: PostgreSQL: a thread LISTENing for other processes' new reminders (set = stop it).
+        self._listening = threading.Event()
+        self._listener: threading.Thread | None = None
 
     def start(self) -> None:
         self.dispatcher.lock.acquire()  # refuse to start beside another SQLite dispatcher
@@ -408,6 +411,13 @@ class ReminderScheduler:
             self.scheduler.start()
             self.scheduler.add_job(self._run, "interval", seconds=self.sweep_seconds, id="sweep",
                                    next_run_time=datetime.now(UTC))
+            if self.dispatcher.repository.dialect == "postgresql":  # other processes' events wake it too
+                self._listening.clear()
+                self._listener = threading.Thread(
+                    target=self.dispatcher.outbox.listen, args=(self._listening, self.wake),
+                    name="pathway-reminder-listen", daemon=True,
+                )
+                self._listener.start()
         except BaseException:
             self._holds_lock = False
             self.dispatcher.lock.release()
@@ -420,6 +430,10 @@ class ReminderScheduler:
             return
         with self._arm_lock:  # no wake() is between its check and its add_job from here on
             self.dispatcher.stopping.set()
+        self._listening.set()
+        if self._listener is not None:
+            self._listener.join(timeout=5)
+            self._listener = None
         if self.scheduler.running:  # holds APScheduler's job-store lock until the job thread ends
             self.scheduler.shutdown(wait=wait)
         self.dispatcher.stopping.clear()  # a later dispatch_due on the same dispatcher may run

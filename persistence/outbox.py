@@ -14,12 +14,16 @@ a lock file for it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import threading
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
-from persistence.repository import Repository
+from persistence.repository import REMINDER_CHANNEL, Repository
 from persistence.tables import OUTBOX
+
+log = logging.getLogger("pathway.delivery")
 
 
 class Delivery(NamedTuple):
@@ -189,6 +193,26 @@ class Outbox:
         with self.repo.write() as tx:
             tx.cursor.execute(self._release, (sql.instant(now), sql.instant(now)))
             return max(0, tx.cursor.rowcount)
+
+    def listen(self, stop: threading.Event, on_notify: Callable[[], None], *, poll: float = 1.0) -> None:
+        """PostgreSQL: call `on_notify` whenever a transaction that added or moved reminders
+        commits (LISTEN on a connection of its own), until `stop` is set. Reconnects after errors;
+        a no-op on SQLite (one process: the engine wakes its own dispatcher)."""
+        if self.repo.sql.sqlite:
+            return
+        import psycopg
+
+        conninfo = self.repo.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not stop.is_set():
+            try:
+                with psycopg.connect(conninfo, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {REMINDER_CHANNEL}")
+                    while not stop.is_set():
+                        if any(True for _ in conn.notifies(timeout=poll, stop_after=1)):
+                            on_notify()
+            except psycopg.Error:
+                log.warning("reminder notifications interrupted; listening again in 5 s (sweeps go on)")
+                stop.wait(5.0)
 
     # -- reading -------------------------------------------------------------------------------
 

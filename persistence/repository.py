@@ -40,6 +40,10 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
+#: PostgreSQL channel notified (at commit) by a transaction that added or moved reminders.
+REMINDER_CHANNEL = "pathway_reminders"
+
+
 class StaleVersion(RuntimeError):
     """Another writer changed the patient since it was read (optimistic version check)."""
 
@@ -373,6 +377,7 @@ class WriteTx(ReadTx):
         self._updated_patients: dict[str, list[Any]] = {}
         self._reminders: dict[str, tuple[Any, ...]] = {}  # key -> the row's final values (upsert)
         self._closes: dict[str, tuple[Any, ...]] = {}  # key -> (status, closed_by, stamp, key)
+        self._notified = False
 
     def version(self, patient: str) -> int | None:
         self.cursor.execute(self.repo.sql.select_version, (patient,))
@@ -500,6 +505,9 @@ class WriteTx(ReadTx):
         if not self.buffered:
             self._many(sql.upsert_reminder, upserts)
             self._many(sql.close_reminder, closing)
+            if upserts and not self._notified:  # wake the dispatchers at commit (PostgreSQL)
+                self.cursor.execute(f"NOTIFY {REMINDER_CHANNEL}")
+                self._notified = True
             return
         for row in upserts:
             self._closes.pop(row[0], None)

@@ -832,3 +832,26 @@ def test_stopping_while_the_job_thread_is_arming_the_next_run_does_not_deadlock(
     stopper.join(timeout=15)
     assert not stopper.is_alive(), "stop_scheduler deadlocked with the job thread"
     engine.close()
+
+
+def test_on_postgresql_an_event_recorded_by_another_process_wakes_the_dispatcher_at_once(pg_url: str) -> None:
+    """LISTEN/NOTIFY: a reminder added by another engine (another process in production) is
+    delivered long before the next sweep (60 s here), not by it."""
+    clock = ManualClock(datetime(2026, 2, 1, 9, tzinfo=UTC))
+    delivered: list[str] = []
+    with Engine.open(pg_url, clock=clock) as dispatching, Engine.open(pg_url, clock=clock) as recording:
+        scheduler = dispatching.start_scheduler([lambda d: delivered.append(d.key)], sweep_seconds=60)
+        try:
+            deadline = time.monotonic() + 10
+            while scheduler._listener is None or not scheduler._listener.is_alive():
+                assert time.monotonic() < deadline, "no listener thread on PostgreSQL"
+                time.sleep(0.05)
+            time.sleep(0.5)  # the first sweep (nothing due) and LISTEN are done
+            assert recording.record(referral("N1", "2026-01-05")).status == "accepted"  # mdt_due notify 17 Jan: due
+            started = time.monotonic()
+            while not delivered and time.monotonic() - started < 15:
+                time.sleep(0.05)
+            assert delivered == ["N1:mdt_due:1"]
+        finally:
+            dispatching.stop_scheduler()
+        assert scheduler._listener is None  # stopped with the scheduler
