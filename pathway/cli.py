@@ -7,6 +7,7 @@
                                          deliver reminders (until SIGINT/SIGTERM, or once)
     pathway reminders [--patient P] [--status S] [--failed] [--json]
                                          reminders with their delivery record
+    pathway retry KEY ... | --all        queue failed deliveries again
     pathway verify [PATIENT ...]         replay histories and compare with what is stored
     pathway db upgrade                   apply database migrations
     pathway serve [--host H] [--port P] [--no-scheduler] [--behind-proxy [--forwarded-allow-ips IPS]] [notifier options of run]
@@ -35,6 +36,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, 
 from rich.table import Table
 from rich.text import Text
 
+from pathway import clock as clocks
 from pathway import config, delivery
 from pathway.engine import Engine, PatientView, Result
 from pathway.errors import ConcurrentUpdate, ConfigurationError, PathwayError, StorageError, UnknownPatient
@@ -62,10 +64,25 @@ def _console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
-def _open(db_url: str | None, policy_file: str | None) -> Engine:
+def _open(db_url: str | None, policy_file: str | None, *, create: bool = True) -> Engine:
+    """The engine on the chosen database. Commands that only read or deliver (`create=False`)
+    refuse a SQLite file that does not exist: creating an empty one would answer "nothing due"
+    for a mistyped path or a run from the wrong directory."""
     try:
         policy = config.load_policy(policy_file)
-        return Engine.open(db_url, policy=policy)
+        clock = clocks.from_environment()  # a bad PATHWAY_NOW is reported before anything else
+    except ConfigurationError as exc:
+        raise Fail(str(exc), EXIT_USAGE) from exc
+    if not create:
+        path = dbmod.sqlite_file(config.database_url(db_url))
+        if path is not None and not os.path.exists(path):
+            raise Fail(
+                f"no database at {os.path.abspath(path)}: check --db or PATHWAY_DB "
+                "(sqlite:///relative/to/here.db, sqlite:////absolute/path.db); `pathway record` creates one",
+                EXIT_STORAGE,
+            )
+    try:
+        return Engine.open(db_url, policy=policy, clock=clock)
     except ConfigurationError as exc:
         raise Fail(str(exc), EXIT_USAGE) from exc
     except StorageError as exc:
@@ -188,7 +205,7 @@ def _print_result(out: Console, number: int, result: Result) -> None:
 @common
 def show(patient: str, as_json: bool, db_url: str | None, policy_file: str | None) -> None:
     """State, history, pending reminders and advice of PATIENT."""
-    with _open(db_url, policy_file) as engine:
+    with _open(db_url, policy_file, create=False) as engine:
         try:
             view = engine.show(patient)
         except UnknownPatient as exc:
@@ -240,7 +257,7 @@ def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> date
 @common
 def worklist(today: date | None, days: int, as_json: bool, db_url: str | None, policy_file: str | None) -> None:
     """Reminders due by TODAY + DAYS, overdue first."""
-    with _open(db_url, policy_file) as engine:
+    with _open(db_url, policy_file, create=False) as engine:
         today = today or engine.today()
         items = engine.worklist(today, days)
     if as_json:
@@ -330,7 +347,7 @@ def run(log_: bool, webhooks: tuple[str, ...], emails: tuple[str, ...], smtp: st
     except ConfigurationError as exc:
         raise Fail(str(exc), EXIT_USAGE) from exc
     err = _console(stderr=True)
-    engine = _open(db_url, policy_file)
+    engine = _open(db_url, policy_file, create=False)
     with engine:
         try:
             if once:
@@ -378,7 +395,7 @@ def reminders(patient: str | None, status: str | None, failed: bool, limit: int 
         status = "failed"
     plan = status if status in ("pending", "done", "cancelled") else None
     sent = status if status in ("queued", "sent", "failed") else None
-    with _open(db_url, policy_file) as engine:
+    with _open(db_url, policy_file, create=False) as engine:
         if patient is not None:
             try:
                 engine.show(patient)
@@ -394,11 +411,29 @@ def reminders(patient: str | None, status: str | None, failed: bool, limit: int 
         table.add_column(column)
     for r in rows:
         style = "red" if r.delivery == "failed" else "green" if r.delivery == "sent" else ""
+        shown = r.delivery if r.status == "pending" or r.delivery != "queued" else "not sent"
         late = "" if r.late_by_s is None else Text(f"{r.late_by_s} s late", style="yellow") if r.late else "on time"
         sent_at = "" if r.sent_at is None else r.sent_at.isoformat(timespec="seconds")
-        table.add_row(r.due_on.isoformat(), r.patient, r.kind, r.status, Text(r.delivery, style=style),
+        table.add_row(r.due_on.isoformat(), r.patient, r.kind, r.status, Text(shown, style=style),
                       str(r.attempts), sent_at, late, r.last_error or "")
     out.print(table if rows else "No reminders match.")
+
+
+@main.command()
+@click.argument("keys", nargs=-1)
+@click.option("--all", "all_failed", is_flag=True, help="Every failed delivery of a pending reminder.")
+@common
+def retry(keys: tuple[str, ...], all_failed: bool, db_url: str | None, policy_file: str | None) -> None:
+    """Queue failed deliveries again once their cause is fixed (KEY ... or --all): the
+    dispatcher sends them at its next run, with a fresh count of attempts."""
+    if bool(keys) == all_failed:
+        raise Fail("give the keys of the failed reminders (see `pathway reminders --failed`), or --all", EXIT_USAGE)
+    with _open(db_url, policy_file, create=False) as engine:
+        count = engine.retry_failed(None if all_failed else keys)
+    _console().print(f"{count} failed deliveries queued again")
+    if keys and count < len(keys):
+        raise Fail(f"{len(keys) - count} of the keys given are not failed deliveries of pending reminders",
+                   EXIT_PROBLEM)
 
 
 # -- verify, db ----------------------------------------------------------------------------------
@@ -412,7 +447,7 @@ def verify(patients: tuple[str, ...], db_url: str | None, policy_file: str | Non
     snapshot and pending reminders."""
     out = _console()
     bad = 0
-    with _open(db_url, policy_file) as engine:
+    with _open(db_url, policy_file, create=False) as engine:
         ids = list(patients) or [p for p, _ in engine.patients()]
         for patient in ids:
             try:

@@ -216,7 +216,8 @@ class DispatcherLock:
                     handle.close()
                     raise DispatcherLocked(
                         f"another dispatcher ({holder}) already delivers reminders from this SQLite "
-                        f"database (lock file {self.path}); SQLite allows one: stop it first, or use "
+                        f"database (lock file {self.path}); SQLite allows one: stop it first (a `pathway "
+                        "serve` delivers reminders itself unless started with --no-scheduler), or use "
                         "PostgreSQL to run several"
                     ) from None
                 handle.seek(0)

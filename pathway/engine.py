@@ -654,6 +654,13 @@ class Engine:
         if scheduler is not None:
             scheduler.wake()
 
+    def retry_failed(self, keys: Iterable[str] | None = None) -> int:
+        """Queue failed deliveries again (after the notifier was fixed): every failed pending
+        reminder, or those `keys`; they go out at the dispatcher's next run. Returns how many."""
+        count = Outbox(self.repository).retry_failed(self.clock(), None if keys is None else list(keys))
+        self._wake()
+        return count
+
     def deliveries(self, *, patient: str | None = None, status: str | None = None, delivery: str | None = None,
                    limit: int | None = None) -> list[StoredReminder]:
         """Reminders with their delivery record (`pathway reminders`): filter by patient, plan
@@ -689,7 +696,13 @@ class Engine:
         want = {(p.key, p.kind, p.due_on, p.notify_at) for p in project(replayed, self.policy)}
         have = {(r.key, r.kind, r.due_on, r.notify_at) for r in reminders}
         if want != have:
-            problems.append(f"reminders differ: missing {sorted(want - have)}, extra {sorted(have - want)}")
+            def listed(items: set[tuple[Any, ...]]) -> str:
+                return "; ".join(f"{key} due {due.isoformat()}" for key, _kind, due, _at in sorted(items)) or "none"
+
+            problems.append(
+                f"pending reminders differ from the replay under the current policy: stored only: "
+                f"{listed(have - want)}; replay only: {listed(want - have)}"
+            )
         return problems
 
 

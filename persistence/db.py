@@ -63,7 +63,7 @@ def create(url: str, **kwargs: Any) -> sa.Engine:
         return engine
     if parsed.get_backend_name() == "postgresql":
         return sa.create_engine(url, pool_pre_ping=True, **kwargs)
-    raise DatabaseUnavailable(f"unsupported database URL scheme '{parsed.drivername}': use sqlite:/// or postgresql://")
+    raise sa.exc.ArgumentError(f"unsupported database URL scheme '{parsed.drivername}': use sqlite:/// or postgresql://")
 
 
 def _sqlite_events(engine: sa.Engine) -> None:
@@ -84,6 +84,20 @@ def _sqlite_events(engine: sa.Engine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("BEGIN")
+
+
+def sqlite_file(url: str) -> str | None:
+    """The file a sqlite:/// URL names (None for other databases and in-memory SQLite)."""
+    try:
+        parsed = sa.engine.make_url(normalize_url(url))
+    except sa.exc.ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database or ""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return database
 
 
 def sqlite_path(engine: sa.Engine) -> str | None:

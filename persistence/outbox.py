@@ -194,6 +194,25 @@ class Outbox:
             tx.cursor.execute(self._release, (sql.instant(now), sql.instant(now)))
             return max(0, tx.cursor.rowcount)
 
+    def retry_failed(self, now: datetime, keys: Sequence[str] | None = None) -> int:
+        """Queue failed deliveries of pending reminders again, due at `now`, with a fresh count of
+        attempts (all of them, or those `keys`); returns how many."""
+        sql = self.repo.sql
+        q = sql.q
+        statement = (
+            f"UPDATE reminder SET delivery = 'queued', attempts = 0, send_after = {q}, last_error = NULL "
+            "WHERE delivery = 'failed' AND status = 'pending'"
+        )
+        with self.repo.write() as tx:
+            if keys is None:
+                tx.cursor.execute(statement, (sql.instant(now),))
+                return max(0, tx.cursor.rowcount)
+            changed = 0
+            for key in keys:
+                tx.cursor.execute(f"{statement} AND key = {q}", (sql.instant(now), key))
+                changed += max(0, tx.cursor.rowcount)
+            return changed
+
     def listen(self, stop: threading.Event, on_notify: Callable[[], None], *, poll: float = 1.0) -> None:
         """PostgreSQL: call `on_notify` whenever a transaction that added or moved reminders
         commits (LISTEN on a connection of its own), until `stop` is set. Reconnects after errors;

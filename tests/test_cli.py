@@ -96,6 +96,7 @@ def test_show_json_has_the_contract_shape_and_lists_pending_reminders(run) -> No
 
 
 def test_show_of_an_unknown_patient_exits_1_and_says_what_to_do(run) -> None:
+    run("record", str(V1))
     result = run("show", "NOBODY")
     assert result.exit_code == 1
     assert "no patient 'NOBODY'" in result.output and "referral" in result.output
@@ -137,6 +138,7 @@ def test_worklist_defaults_to_the_pinned_clock_and_seven_days(run) -> None:
 def test_the_db_option_and_pathway_db_choose_the_database(run, tmp_path: Path) -> None:
     other = f"sqlite:///{tmp_path / 'other.db'}"
     run("record", str(V1), "--db", other)
+    run("record", str(V10))
     assert run("show", "V1").exit_code == 1  # PATHWAY_DB's database has no V1
     assert run("show", "V1", "--db", other).exit_code == 0
 
@@ -227,9 +229,9 @@ def test_without_pathway_now_the_cli_uses_the_system_clock(tmp_path: Path, monke
     monkeypatch.setenv("PATHWAY_DB", f"sqlite:///{tmp_path / 'clock.db'}")
     monkeypatch.delenv("PATHWAY_NOW", raising=False)
     with freeze_time("2026-06-30 23:30:00"):
-        result = CliRunner().invoke(main, ["worklist", "--json"], catch_exceptions=False)
         future = CliRunner().invoke(main, ["record", "-", "--json"], catch_exceptions=False, input=json.dumps(
             {"patient": "F1", "type": "referral", "on": "2026-07-02", "data": {"primary": "colorectal"}}) + "\n")
+        result = CliRunner().invoke(main, ["worklist", "--json"], catch_exceptions=False)
     assert json.loads(result.stdout)["today"] == "2026-07-01"
     assert "2026-07-02 is in the future (today is 2026-07-01 in Europe/London)" in lines(future.stdout)[0]["error"]
 
@@ -255,3 +257,21 @@ def test_record_on_a_terminal_shows_a_progress_bar(tmp_path: Path, monkeypatch: 
     assert os.waitstatus_to_exitcode(status) == 0
     assert "recording" in text
     assert "13 events: 13 accepted" in text
+
+
+def test_reading_commands_refuse_a_database_that_does_not_exist_instead_of_creating_it(
+        run, tmp_path: Path) -> None:
+    """A mistyped --db or a run from the wrong directory must not answer "nothing due"."""
+    missing = tmp_path / "typo.db"
+    for args in (["worklist"], ["show", "P1"], ["reminders"], ["verify"], ["run", "--once", "--log"],
+                 ["retry", "--all"]):
+        result = run(*args, "--db", f"sqlite:///{missing}")
+        assert result.exit_code == 3 and f"no database at {missing}" in result.output, args
+    assert not missing.exists()
+    assert run("record", str(V1), "--db", f"sqlite:///{missing}").exit_code == 0  # recording creates it
+    assert run("worklist", "--db", f"sqlite:///{missing}").exit_code == 0
+
+
+def test_an_unsupported_database_url_is_a_usage_error(run) -> None:
+    result = run("worklist", "--db", "mysql://x/y")
+    assert result.exit_code == 2 and "unsupported database URL scheme 'mysql'" in result.output

@@ -855,3 +855,28 @@ def test_on_postgresql_an_event_recorded_by_another_process_wakes_the_dispatcher
         finally:
             dispatching.stop_scheduler()
         assert scheduler._listener is None  # stopped with the scheduler
+
+
+def test_a_failed_delivery_is_queued_again_by_pathway_retry_once_the_cause_is_fixed(
+        three_attempts: Engine, db_url: str, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = three_attempts
+    accept(engine, referral("PR1", date(2026, 1, 5)))
+    r = the_reminder(engine, "PR1", "mdt_due")
+    failing = Recorder(fail=ALWAYS_FAILS)
+    for wait in (0, 60, 120):  # three attempts, the policy's maximum
+        engine.dispatch_due(r.notify_at + wait * 3 * SECOND, notifiers=[failing])
+    assert stored(engine, r.key).delivery == "failed"
+    clock.now = r.notify_at + timedelta(days=1)
+    monkeypatch.setenv("PATHWAY_DB", db_url)
+    monkeypatch.setenv("PATHWAY_NOW", clock.now.isoformat())
+    runner = CliRunner()
+    assert runner.invoke(main, ["retry"]).exit_code == 2  # keys or --all
+    unknown = runner.invoke(main, ["retry", "PR1:nothing:1"])
+    assert unknown.exit_code == 1 and "not failed deliveries" in unknown.output
+    again = runner.invoke(main, ["retry", "--all"])
+    assert again.exit_code == 0 and "1 failed deliveries queued again" in again.output
+    s = stored(engine, r.key)
+    assert (s.delivery, s.attempts, s.last_error) == ("queued", 0, None)
+    fixed = Recorder()
+    report = engine.dispatch_due(clock.now, notifiers=[fixed])
+    assert report.sent == 1 and stored(engine, r.key).delivery == "sent"
