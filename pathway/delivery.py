@@ -39,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import IO, Any, Protocol
 
+from pathway.clock import system_clock
 from pathway.errors import ConfigurationError, PathwayError
 from persistence import db
 from persistence.outbox import LATE_AFTER_SECONDS, Delivery, Failed, Outbox, Retry, Sent
@@ -411,7 +412,7 @@ class ReminderScheduler:
             self.dispatcher.stopping.clear()
             self.scheduler.start()
             self.scheduler.add_job(self._run, "interval", seconds=self.sweep_seconds, id="sweep",
-                                   next_run_time=datetime.now(UTC))
+                                   next_run_time=system_clock())
             if self.dispatcher.repository.dialect == "postgresql":  # other processes' events wake it too
                 self._listening.clear()
                 self._listener = threading.Thread(
@@ -476,7 +477,7 @@ class ReminderScheduler:
         # The scheduler runs in real time; the clock may be pinned (PATHWAY_NOW): arm by the
         # distance between the reminder and the clock's now.
         delay = max(0.0, (earliest - self.clock()).total_seconds())
-        run_at = datetime.now(UTC) + timedelta(seconds=delay)
+        run_at = system_clock() + timedelta(seconds=delay)  # APScheduler's own time line: real time
         # Check and arm under one lock that stop() takes to set `stopping`: add_job needs the
         # job-store lock that shutdown(wait=True) holds while it waits for this very thread, so
         # arming after a stop began would deadlock both.

@@ -11,7 +11,7 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
@@ -67,16 +67,13 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def _utc() -> datetime:
-    return datetime.now(UTC)
-
-
 
 
 class Accounts:
     """Users, tokens, sessions and login failures stored in the pathway database."""
 
-    def __init__(self, engine: sa.Engine, clock: Callable[[], datetime] = _utc):
+    def __init__(self, engine: sa.Engine, clock: Callable[[], datetime]):
+        """`clock` gives now (the engine's clock: persistence reads no system time itself)."""
         self.engine = engine
         self.clock = clock
 

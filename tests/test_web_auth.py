@@ -375,7 +375,7 @@ def test_cli_adds_users_lists_them_and_manages_tokens(sqlite_url: str, monkeypat
     assert secret.startswith("pwt_")
     engine = Engine.open(sqlite_url)
     with engine:
-        accounts = Accounts(engine.repository.engine)
+        accounts = Accounts(engine.repository.engine, engine.clock)
         assert accounts.token_user(secret).name == "alice"  # type: ignore[union-attr]
         token_id = accounts.tokens()[0].id
     assert "pwt_" not in runner.invoke(main, ["token", "list"], catch_exceptions=False).stdout
@@ -383,7 +383,7 @@ def test_cli_adds_users_lists_them_and_manages_tokens(sqlite_url: str, monkeypat
     assert revoked.exit_code == 0
     assert runner.invoke(main, ["token", "revoke", str(token_id)], catch_exceptions=False).exit_code == 1
     with Engine.open(sqlite_url) as engine:
-        assert Accounts(engine.repository.engine).token_user(secret) is None
+        assert Accounts(engine.repository.engine, engine.clock).token_user(secret) is None
     missing = runner.invoke(main, ["token", "create", "bob"], catch_exceptions=False)
     assert missing.exit_code == 2 and "no user bob" in missing.output
 
