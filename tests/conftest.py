@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -137,3 +139,43 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# -- the web app (tests/test_web_*.py) -------------------------------------------------------------
+
+#: The password of the test accounts `viewer`, `coordinator` and `admin` (fixture `app`).
+WEB_PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2id with the smallest cost: the tests hash many passwords (production keeps the defaults)."""
+    from argon2 import PasswordHasher
+
+    monkeypatch.setattr("persistence.accounts._hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+
+
+@pytest.fixture
+def app(any_engine: Engine) -> Any:
+    """The web app on each backend, with one account per role (named after it, WEB_PASSWORD)."""
+    from pathway.web import create_app
+
+    app = create_app(any_engine, scheduler=False)
+    for role in ("viewer", "coordinator", "admin"):
+        app.state.accounts.add_user(role, role, WEB_PASSWORD)
+    return app
+
+
+@pytest.fixture
+def client(app: Any) -> Iterator[Any]:
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as client:
+        yield client
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token of the (first) form in a page."""
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match, html
+    return match.group(1)

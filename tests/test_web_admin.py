@@ -6,48 +6,19 @@ import hashlib
 import html
 import logging
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from pathway import Engine
-from pathway.web import create_app
 from pathway.web.security import SESSION_COOKIE
-from persistence.accounts import Accounts
+from tests.conftest import WEB_PASSWORD, csrf_of
 
-PASSWORD = "correct horse battery"
+PASSWORD = WEB_PASSWORD
 NEW_PASSWORD = "a brand new passphrase"
 
 
-@pytest.fixture(autouse=True)
-def cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """argon2id with the smallest cost: the tests hash many passwords (production keeps the defaults)."""
-    from argon2 import PasswordHasher
 
-    monkeypatch.setattr("persistence.accounts._hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-
-
-@pytest.fixture
-def app(any_engine: Engine) -> Any:
-    app = create_app(any_engine, scheduler=False)
-    accounts: Accounts = app.state.accounts
-    for role in ("viewer", "coordinator", "admin"):
-        accounts.add_user(role, role, PASSWORD)
-    return app
-
-
-@pytest.fixture
-def client(app: Any) -> Iterator[TestClient]:
-    with TestClient(app) as client:
-        yield client
-
-
-def csrf_of(text: str) -> str:
-    match = re.search(r'name="csrf" value="([^"]+)"', text)
-    assert match, text
-    return match.group(1)
 
 
 def login(client: TestClient, name: str = "admin", password: str = PASSWORD) -> Any:

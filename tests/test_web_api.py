@@ -14,16 +14,10 @@ from fastapi.testclient import TestClient
 from pathway import Engine
 from pathway.web import create_app
 from persistence.accounts import Accounts
+from tests.conftest import WEB_PASSWORD
 
-PASSWORD = "correct horse battery"
+PASSWORD = WEB_PASSWORD
 
-
-@pytest.fixture(autouse=True)
-def cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """argon2id with the smallest cost: the tests hash many passwords (production keeps the defaults)."""
-    from argon2 import PasswordHasher
-
-    monkeypatch.setattr("persistence.accounts._hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
 @dataclass

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -17,38 +15,13 @@ from pathway.cli import main
 from pathway.web import create_app
 from pathway.web.security import LOGIN_CSRF_COOKIE, SESSION_COOKIE, User
 from persistence.accounts import Accounts
+from tests.conftest import WEB_PASSWORD, csrf_of
 
-PASSWORD = "correct horse battery"
+PASSWORD = WEB_PASSWORD
 
-
-@pytest.fixture(autouse=True)
-def cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """argon2id with the smallest cost: the tests hash many passwords (production keeps the defaults)."""
-    from argon2 import PasswordHasher
-
-    monkeypatch.setattr("persistence.accounts._hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 API_GETS = ["/api/v1/patients", "/api/v1/patients/P1", "/api/v1/worklist", "/api/v1/pathway", "/api/v1/openapi.json"]
 
 
-@pytest.fixture
-def app(any_engine: Engine) -> Any:
-    app = create_app(any_engine, scheduler=False)
-    accounts: Accounts = app.state.accounts
-    for role in ("viewer", "coordinator", "admin"):
-        accounts.add_user(role, role, PASSWORD)
-    return app
-
-
-@pytest.fixture
-def client(app: Any) -> Iterator[TestClient]:
-    with TestClient(app) as client:
-        yield client
-
-
-def csrf_of(html: str) -> str:
-    match = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert match, html
-    return match.group(1)
 
 
 def login(client: TestClient, name: str = "coordinator", password: str = PASSWORD, next_path: str = "/") -> Any:

@@ -17,6 +17,7 @@ from pathway.web import create_app
 from pathway.web.forms import ALL_TYPES, form_fields, parse_form, parse_overrides
 from pathway.web.svg import pathway_diagram, pathway_graph, timeline
 from states.vocabulary import State
+from tests.conftest import csrf_of
 
 PASSWORD = "correct horse battery staple"
 TODAY = datetime(2026, 2, 2, 9, 0, tzinfo=UTC)
@@ -42,7 +43,7 @@ class Site:
     def login(self, name: str) -> None:
         self.client.cookies.clear()
         page = self.client.get("/login")
-        response = self.client.post("/login", data={"name": name, "password": PASSWORD, "csrf": csrf(page.text)},
+        response = self.client.post("/login", data={"name": name, "password": PASSWORD, "csrf": csrf_of(page.text)},
                                     follow_redirects=False)
         assert response.status_code == 303, response.text
 
@@ -50,14 +51,8 @@ class Site:
         page = self.client.get(f"/patients/{patient}")
         data = dict(fields)
         if with_csrf:
-            data["csrf"] = csrf(page.text)
+            data["csrf"] = csrf_of(page.text)
         return self.client.post(f"/patients/{patient}/events", data=data, follow_redirects=False)
-
-
-def csrf(html: str) -> str:
-    match = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert match, "no CSRF field on the page"
-    return match.group(1)
 
 
 @pytest.fixture
@@ -255,13 +250,13 @@ def test_recording_an_accepted_event_and_an_invalid_one(site: Site) -> None:
 
 def test_a_referral_from_the_worklist(site: Site) -> None:
     page = site.client.get("/")
-    response = site.client.post("/events", data={"csrf": csrf(page.text), "type": "referral", "patient": "P9",
+    response = site.client.post("/events", data={"csrf": csrf_of(page.text), "type": "referral", "patient": "P9",
                                                  "on": "2026-02-01", "data.primary": "colorectal",
                                                  "data.prior_chemo": "true"}, follow_redirects=False)
     assert response.status_code == 303 and response.headers["location"].startswith("/patients/P9")
     assert site.engine.show("P9").state == "referral"
     assert "CHEMO_BEFORE_SURGICAL_REVIEW" in site.client.get("/patients/P9").text
-    again = site.client.post("/events", data={"csrf": csrf(page.text), "patient": "bad id!", "on": "2026-02-01",
+    again = site.client.post("/events", data={"csrf": csrf_of(page.text), "patient": "bad id!", "on": "2026-02-01",
                                               "data.primary": "colorectal"}, follow_redirects=False)
     assert again.status_code == 422 and "starting with a letter or digit" in again.text
 
@@ -273,7 +268,7 @@ def test_viewers_see_no_forms_and_cannot_record(site: Site) -> None:
     assert 'id="form-referral"' not in site.client.get("/").text
     response = site.record_form("P1", {"type": "biomarker", "on": "2026-01-30", "data.ras": "wild_type"})
     assert response.status_code == 403
-    response = site.client.post("/events", data={"csrf": csrf(html), "patient": "P7", "on": "2026-01-30",
+    response = site.client.post("/events", data={"csrf": csrf_of(html), "patient": "P7", "on": "2026-01-30",
                                                  "data.primary": "other"}, follow_redirects=False)
     assert response.status_code == 403
     assert len(site.engine.show("P1").history) == 4
