@@ -310,21 +310,31 @@ def _notifiers(log_: bool, webhooks: tuple[str, ...], emails: tuple[str, ...], s
     return notifiers
 
 
+def notifier_options(fn: Any) -> Any:
+    """Where reminders go: the options of `run` and `serve` (see `_notifiers`)."""
+    for option in reversed([
+        click.option("--log", "log_", is_flag=True, help="Print one JSON line per reminder on stdout."),
+        click.option("--webhook", "webhooks", multiple=True, metavar="URL",
+                     help="POST each reminder as JSON to URL (Idempotency-Key: the reminder's key). Repeatable."),
+        click.option("--email", "emails", multiple=True, metavar="ADDR",
+                     help="E-mail each reminder to ADDR. Repeatable."),
+        click.option("--smtp", metavar="HOST:PORT", default=None, help="SMTP relay for --email."),
+        click.option("--from", "sender", metavar="ADDR", default="pathway@localhost", show_default=True,
+                     help="Sender address of the e-mails."),
+        click.option("--timeout", type=click.FloatRange(0.1, 300), default=10.0, show_default=True,
+                     help="Seconds a webhook or SMTP relay may take per reminder."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
 def _report_line(report: delivery.DispatchReport) -> str:
     return (f"delivered {report.sent} reminders ({report.late} late), {report.retried} to retry, "
             f"{report.failed} failed")
 
 
 @main.command()
-@click.option("--log", "log_", is_flag=True, help="Print one JSON line per reminder on stdout.")
-@click.option("--webhook", "webhooks", multiple=True, metavar="URL",
-              help="POST each reminder as JSON to URL (Idempotency-Key: the reminder's key). Repeatable.")
-@click.option("--email", "emails", multiple=True, metavar="ADDR", help="E-mail each reminder to ADDR. Repeatable.")
-@click.option("--smtp", metavar="HOST:PORT", default=None, help="SMTP relay for --email.")
-@click.option("--from", "sender", metavar="ADDR", default="pathway@localhost", show_default=True,
-              help="Sender address of the e-mails.")
-@click.option("--timeout", type=click.FloatRange(0.1, 300), default=10.0, show_default=True,
-              help="Seconds a webhook or SMTP relay may take per reminder.")
+@notifier_options
 @click.option("--once", is_flag=True, help="Deliver everything due now and exit (for cron and systemd timers).")
 @click.option("--sweep", type=click.FloatRange(0.05, 3600), default=delivery.SWEEP_SECONDS, show_default=True,
               help="Seconds between safety sweeps of the reminder table.")
@@ -360,8 +370,7 @@ def run(log_: bool, webhooks: tuple[str, ...], emails: tuple[str, ...], smtp: st
 
             def _stop(signum: int, _frame: Any) -> None:
                 stop.set()
-                if engine._dispatcher is not None:
-                    engine._dispatcher.stopping.set()  # finish the delivery in flight, start no other
+                engine.interrupt_delivery()  # finish the delivery in flight, start no other
 
             signal.signal(signal.SIGTERM, _stop)
             signal.signal(signal.SIGINT, _stop)
@@ -635,19 +644,13 @@ def token_list(db_url: str | None, policy_file: str | None) -> None:
               help="Trust X-Forwarded-Proto/-For from a reverse proxy (TLS terminated there: Secure cookies).")
 @click.option("--forwarded-allow-ips", default="127.0.0.1", show_default=True, metavar="IPS",
               help="With --behind-proxy: the proxy addresses (comma-separated) whose X-Forwarded-* are trusted.")
-@click.option("--log", "log_", is_flag=True, help="Reminders: one JSON line each on stdout (the default).")
-@click.option("--webhook", "webhooks", multiple=True, metavar="URL", help="Reminders: POST each to URL. Repeatable.")
-@click.option("--email", "emails", multiple=True, metavar="ADDR", help="Reminders: e-mail each to ADDR.")
-@click.option("--smtp", metavar="HOST:PORT", default=None, help="SMTP relay for --email.")
-@click.option("--from", "sender", metavar="ADDR", default="pathway@localhost", show_default=True,
-              help="Sender address of the e-mails.")
-@click.option("--timeout", type=click.FloatRange(0.1, 300), default=10.0, show_default=True,
-              help="Seconds a webhook or SMTP relay may take per reminder.")
+@notifier_options
 @common
 def serve(host: str, port: int, no_scheduler: bool, behind_proxy: bool, forwarded_allow_ips: str, log_: bool,
           webhooks: tuple[str, ...], emails: tuple[str, ...], smtp: str | None, sender: str, timeout: float,
           db_url: str | None, policy_file: str | None) -> None:
-    """Serve the coordinator web app and the HTTP API (/api/v1), delivering reminders in-process."""
+    """Serve the coordinator web app and the HTTP API (/api/v1), delivering reminders in-process
+    (through the notifier options given; --log when none is)."""
     import logging
 
     import uvicorn

@@ -16,16 +16,17 @@ import os
 import shlex
 import shutil
 import sys
+from datetime import date
 from pathlib import Path
-
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from typing import Any
 
 from pathway import cli, config
 from pathway.clock import from_environment
 from pathway.cohort import dumps, generate_covering
 from pathway.engine import Engine
 from pathway.errors import PathwayError
+from persistence import db
+from states.policy import Policy
 from states.vocabulary import State
 
 DEFAULT_DB = "sqlite:///demo.db"
@@ -36,13 +37,20 @@ DEMO_SPAN_DAYS = 3 * 365
 
 def sqlite_file(url: str) -> Path | None:
     """The database file of a SQLite URL (None for any other URL, or an in-memory database)."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return None
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
-        return None
-    return Path(parsed.database)
+    found = db.sqlite_file(url)
+    return None if found is None else Path(found)
+
+
+def demo_events(patients: int, *, seed: int, today: date, policy: Policy) -> list[dict[str, Any]]:
+    """The demo cohort's events as one import in date order, as a clinic would send them
+    (patients at every stage: pathway.cohort.generate_covering)."""
+    indexed = []
+    for number, events in enumerate(
+        generate_covering(patients, seed=seed, today=today, policy=policy, span_days=DEMO_SPAN_DAYS)
+    ):
+        indexed.extend((event["on"], number, position, event) for position, event in enumerate(events))
+    indexed.sort(key=lambda item: item[:3])
+    return [item[3] for item in indexed]
 
 
 def fresh(path: Path, *, force: bool) -> list[Path]:
@@ -101,13 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         pinned = " (PATHWAY_NOW)" if os.environ.get("PATHWAY_NOW") else ""
         print(f"Creating {path} with {args.patients} synthetic patients; today is {today.isoformat()}"
               f"{pinned} in {policy.clinic_timezone}.")
-        indexed = []
-        for number, events in enumerate(
-            generate_covering(args.patients, seed=args.seed, today=today, policy=policy, span_days=DEMO_SPAN_DAYS)
-        ):
-            indexed.extend((event["on"], number, position, event) for position, event in enumerate(events))
-        indexed.sort(key=lambda item: item[:3])  # an import in date order, as a clinic would send it
-        events = [item[3] for item in indexed]
+        events = demo_events(args.patients, seed=args.seed, today=today, policy=policy)
         problems = [(event, result) for event, result in zip(events, engine.record_many(events, by="demo"),
                                                               strict=True) if not result.ok]
         if problems:  # the generator only writes events the domain accepts: this is a bug

@@ -649,6 +649,12 @@ class Engine:
         if scheduler is not None:
             scheduler.stop(wait=wait)
 
+    def interrupt_delivery(self) -> None:
+        """Ask a dispatch under way to stop after the delivery in flight (safe from a signal
+        handler: it only sets a flag; `stop_scheduler` then stops the scheduler)."""
+        if self._dispatcher is not None:
+            self._dispatcher.stopping.set()
+
     def _wake(self) -> None:
         scheduler = self._scheduler
         if scheduler is not None:
