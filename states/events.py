@@ -10,6 +10,7 @@ they are in `states.pathway`.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -381,30 +382,57 @@ def _messages(exc: ValidationError, prefix: str, model: type[BaseModel] | None =
 INT_RANGE = (-(2**63), 2**63 - 1)
 
 
-def _unstorable(value: Any, path: str, out: list[tuple[str, str]]) -> None:
-    """Values no database column can hold as given: text with NUL or lone surrogates (which
-    Python's JSON reader accepts), integers beyond 64 bits."""
+#: Containers nested deeper than this are refused (no event needs more than a few levels).
+MAX_DEPTH = 32
+
+
+def unstorable(value: Any) -> list[tuple[list[str | int], str, str]]:
+    """What no database column can hold as given, as (location, message, kind): text with NUL or
+    lone surrogates (Python's JSON reader accepts both), integers beyond 64 bits, non-finite numbers
+    (1e999), containers nested deeper than MAX_DEPTH. The engine and the HTTP API both refuse these."""
+    out: list[tuple[list[str | int], str, str]] = []
+    _unstorable(value, [], out, 0)
+    return out
+
+
+def _unstorable(value: Any, loc: list[str | int], out: list[tuple[list[str | int], str, str]], depth: int) -> None:
     if isinstance(value, str):
         if "\x00" in value:
-            out.append((path, "must not contain NUL characters"))
+            out.append((loc, "must not contain NUL characters", "string_unicode"))
         elif not value.isascii():
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
-                out.append((path, "must be valid Unicode text (it holds a lone surrogate)"))
+                out.append((loc, "must be valid Unicode text (it holds a lone surrogate)", "string_unicode"))
     elif isinstance(value, bool):
         return
     elif isinstance(value, int):
         if not INT_RANGE[0] <= value <= INT_RANGE[1]:
-            out.append((path, "is out of range (a 64-bit integer at most)"))
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            name = key if isinstance(key, str) else repr(key)
-            _unstorable(name, path, out)  # the key itself
-            _unstorable(item, f"{path}.{name}" if path else name, out)
-    elif isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            _unstorable(item, f"{path}[{i}]", out)
+            out.append((loc, "is out of range (a 64-bit integer at most)", "int_out_of_range"))
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            out.append((loc, "must be a finite number", "finite_number"))
+    elif isinstance(value, Mapping | list | tuple):
+        if depth >= MAX_DEPTH:
+            out.append((loc, f"is nested too deeply: at most {MAX_DEPTH} levels", "too_deep"))
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                name = key if isinstance(key, str) else repr(key)
+                _unstorable(name, [*loc, "<key>"], out, depth + 1)  # the key itself
+                _unstorable(item, [*loc, name], out, depth + 1)
+        else:
+            for i, item in enumerate(value):
+                _unstorable(item, [*loc, i], out, depth + 1)
+
+
+def _dotted(loc: list[str | int]) -> str:
+    """["data", "sites", 0] -> "data.sites[0]" (a key's own problem names its container)."""
+    text = ""
+    for part in loc:
+        if part == "<key>":
+            break
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
 
 
 def storable(value: Any) -> Any:
@@ -436,10 +464,9 @@ def parse_event(raw: Any) -> Event:
             raise EventValidationError([("", f"not valid JSON: {storable(str(exc))}")]) from None
     if not isinstance(raw, Mapping):
         raise EventValidationError([("", f"an event must be a JSON object, got {type(raw).__name__}")])
-    problems: list[tuple[str, str]] = []
-    _unstorable(raw, "", problems)
+    problems = unstorable(raw)
     if problems:
-        raise EventValidationError([(storable(field), message) for field, message in problems])
+        raise EventValidationError([(storable(_dotted(loc)), message) for loc, message, _ in problems])
     try:
         envelope = _Envelope.model_validate(dict(raw))
     except ValidationError as exc:
@@ -472,4 +499,6 @@ def parse_event(raw: Any) -> Event:
     )
 
 
-__all__ = ["DATA_MODELS", "Event", "EventValidationError", "Override", "PATIENT_ID", "parse_event", "storable"]
+__all__ = [
+    "DATA_MODELS", "Event", "EventValidationError", "Override", "PATIENT_ID", "parse_event", "storable", "unstorable",
+]

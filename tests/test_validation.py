@@ -592,6 +592,13 @@ def test_a_pve_with_an_empty_data_object_is_valid(engine: Engine) -> None:
     accept(engine, pve(P, DAY))
 
 
+DEEP: dict = {}
+_level = DEEP
+for _ in range(40):
+    _level["a"] = {}
+    _level = _level["a"]
+
+
 @pytest.mark.parametrize(
     ("event", "field", "message"),
     [
@@ -599,6 +606,8 @@ def test_a_pve_with_an_empty_data_object_is_valid(engine: Engine) -> None:
         ({"note": "a\x00b"}, "note", "NUL"),
         ({"data": {"primary": "colorectal", "\ud801": 1}}, "data", "lone surrogate"),
         ({"type": "cycle_given", "data": {"cycle": 2**70}}, "data.cycle", "64-bit"),
+        ({"data": {"primary": "colorectal", "flr": float("inf")}}, "data.flr", "finite"),
+        ({"note": "deep", "data": {"primary": "colorectal", "x": DEEP}}, "data.x" + ".a" * 30, "nested too deeply"),
     ],
 )
 def test_text_and_numbers_no_database_can_store_are_invalid_and_stored_escaped(

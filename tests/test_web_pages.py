@@ -12,7 +12,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pathway import Engine, ManualClock
-from pathway.engine import WorklistItem
 from pathway.web import create_app
 from pathway.web.forms import ALL_TYPES, form_fields, parse_form, parse_overrides
 from pathway.web.svg import pathway_diagram, pathway_graph, timeline
@@ -181,12 +180,14 @@ def test_overdue_is_red_and_failed_deliveries_are_flagged(site: Site, monkeypatc
     assert 'data-patient="P1" data-kind="chemo_cycle"' in overdue and "rag-red" in overdue
     assert "delivery-failed" not in html
 
-    real = site.engine.worklist
+    def unreachable(delivery: Any) -> None:
+        raise ConnectionError("relay down")
 
-    def failing(*args: Any, **kwargs: Any) -> list[WorklistItem]:
-        return [WorklistItem(i.reminder._replace(delivery="failed"), i.days) for i in real(*args, **kwargs)]
-
-    monkeypatch.setattr(site.engine, "worklist", failing)
+    for _ in range(site.engine.policy.delivery_max_attempts):  # a real delivery that gives up
+        site.engine.clock.advance(hours=2)  # type: ignore[attr-defined]  # past each retry's backoff
+        site.engine.dispatch_due(notifiers=[unreachable])
+    assert "P1" in {r.patient for r in site.engine.deliveries(delivery="failed")}
+    site.login("coord")
     html = site.client.get("/").text
     assert re.search(r'<tr class="rag-red failed" data-patient="P1"', html)
     assert "&#9888; failed" in html and "failed deliver" in html

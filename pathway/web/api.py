@@ -18,7 +18,6 @@ accepted or duplicate).
 from __future__ import annotations
 
 import json
-import math
 from datetime import date
 from typing import Annotated, Any
 
@@ -30,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from pathway.engine import Engine
 from pathway.errors import UnknownPatient
 from pathway.web.security import User, require_api_role
-from states.events import PATIENT_ID
+from states.events import PATIENT_ID, unstorable
 from states.machine import INITIAL, TRANSITIONS, allowed_events
 from states.rules import RULES
 from states.vocabulary import TERMINAL_STATES, EventType, ReminderKind, Severity, State, Status
@@ -206,39 +205,6 @@ def _by_errors(payload: Any) -> list[dict[str, Any]]:
     return errors
 
 
-#: How deeply the containers of a request body may nest (deeper: 422 before anything else looks).
-MAX_DEPTH = 32
-
-
-def _bad_text(value: Any, loc: list[Any], out: list[dict[str, Any]], depth: int = 0) -> None:
-    """Values the database cannot store: strings with NUL (PostgreSQL) or lone surrogates,
-    integers beyond 64 bits, non-finite numbers (1e999), containers nested over MAX_DEPTH: 422."""
-    if isinstance(value, bool):
-        return
-    if isinstance(value, int):
-        if not -(2**63) <= value < 2**63:
-            out.append({"loc": ["body", *loc], "msg": "number out of range", "type": "int_out_of_range"})
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            out.append({"loc": ["body", *loc], "msg": "number must be finite", "type": "finite_number"})
-    elif isinstance(value, str):
-        if "\x00" in value or any(0xD800 <= ord(c) <= 0xDFFF for c in value):
-            out.append({"loc": ["body", *loc], "msg": "text must be valid Unicode without NUL characters",
-                        "type": "string_unicode"})
-    elif isinstance(value, dict | list):
-        if depth >= MAX_DEPTH:
-            out.append({"loc": ["body", *loc], "msg": f"nested too deeply: at most {MAX_DEPTH} levels",
-                        "type": "too_deep"})
-            return
-        if isinstance(value, dict):
-            for key, item in value.items():
-                _bad_text(key, [*loc, "<key>"], out, depth + 1)
-                _bad_text(item, [*loc, key], out, depth + 1)
-        else:
-            for index, item in enumerate(value):
-                _bad_text(item, [*loc, index], out, depth + 1)
-
-
 def _validation_errors(exc: ValidationError, is_list: bool) -> list[dict[str, Any]]:
     """pydantic's errors of the union, reduced to the branch the payload's shape asked for."""
     branch = "list[EventIn]" if is_list else "EventIn"
@@ -274,8 +240,8 @@ async def post_events(request: Request, user: User = Depends(require_api_role("c
         raise _body_error([], "the body must be an event object or a list of event objects", "model_type")
     if isinstance(payload, list) and len(payload) > MAX_EVENTS:
         raise _body_error([], f"at most {MAX_EVENTS} events per request", "too_long")
-    text_errors: list[dict[str, Any]] = []
-    _bad_text(payload, [], text_errors)
+    # what no column can store (the engine's own check), refused as a malformed request
+    text_errors = [{"loc": ["body", *loc], "msg": message, "type": kind} for loc, message, kind in unstorable(payload)]
     if text_errors:
         raise RequestValidationError(text_errors[:20])
     by_errors = _by_errors(payload)
