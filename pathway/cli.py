@@ -639,6 +639,9 @@ def token_list(db_url: str | None, policy_file: str | None) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Server processes. Above 1 they deliver no reminders: run `pathway run` beside them "
+                   "(and say --no-scheduler). Meant for PostgreSQL.")
 @click.option("--no-scheduler", is_flag=True, help="Do not deliver reminders in this process.")
 @click.option("--behind-proxy", is_flag=True,
               help="Trust X-Forwarded-Proto/-For from a reverse proxy (TLS terminated there: Secure cookies).")
@@ -646,9 +649,9 @@ def token_list(db_url: str | None, policy_file: str | None) -> None:
               help="With --behind-proxy: the proxy addresses (comma-separated) whose X-Forwarded-* are trusted.")
 @notifier_options
 @common
-def serve(host: str, port: int, no_scheduler: bool, behind_proxy: bool, forwarded_allow_ips: str, log_: bool,
-          webhooks: tuple[str, ...], emails: tuple[str, ...], smtp: str | None, sender: str, timeout: float,
-          db_url: str | None, policy_file: str | None) -> None:
+def serve(host: str, port: int, workers: int, no_scheduler: bool, behind_proxy: bool, forwarded_allow_ips: str,
+          log_: bool, webhooks: tuple[str, ...], emails: tuple[str, ...], smtp: str | None, sender: str,
+          timeout: float, db_url: str | None, policy_file: str | None) -> None:
     """Serve the coordinator web app and the HTTP API (/api/v1), delivering reminders in-process
     (through the notifier options given; --log when none is)."""
     import logging
@@ -657,6 +660,9 @@ def serve(host: str, port: int, no_scheduler: bool, behind_proxy: bool, forwarde
 
     from pathway.web import create_app
 
+    if workers > 1 and not no_scheduler:
+        raise Fail("--workers runs several server processes, which deliver no reminders: run `pathway run` "
+                   "(several on PostgreSQL, one on SQLite) beside them and add --no-scheduler", EXIT_USAGE)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
@@ -668,14 +674,24 @@ def serve(host: str, port: int, no_scheduler: bool, behind_proxy: bool, forwarde
             notifiers = _notifiers(log_, webhooks, emails, smtp, sender, timeout)
         except ConfigurationError as exc:
             raise Fail(str(exc), EXIT_USAGE) from exc
-    engine = _open(db_url, policy_file)
+    engine = _open(db_url, policy_file)  # creates and migrates the database, or says why it cannot
+    options: dict[str, Any] = dict(host=host, port=port, proxy_headers=behind_proxy,
+                                   forwarded_allow_ips=forwarded_allow_ips if behind_proxy else None,
+                                   log_level="info", server_header=False)
     with engine:
         if _accounts(engine).count_users() == 0:
             _console(stderr=True).print("[yellow]no users yet[/]: add one with `pathway user add NAME --role coordinator`")
-        app = create_app(engine, scheduler=not no_scheduler, notifiers=notifiers)
-        _console(stderr=True).print(f"serving on http://{host}:{port}/ (API: http://{host}:{port}/api/v1/openapi.json)")
-        uvicorn.run(app, host=host, port=port, proxy_headers=behind_proxy,
-                    forwarded_allow_ips=forwarded_allow_ips if behind_proxy else None, log_level="info", server_header=False)
+        _console(stderr=True).print(f"serving on http://{host}:{port}/ (API: http://{host}:{port}/api/v1/openapi.json)"
+                                    + (f" with {workers} worker processes" if workers > 1 else ""))
+        if workers == 1:
+            app = create_app(engine, scheduler=not no_scheduler, notifiers=notifiers)
+            uvicorn.run(app, **options)
+            return
+    # the workers open the database and policy resolved here (relative paths: same working directory)
+    os.environ["PATHWAY_DB"] = config.database_url(db_url)
+    if policy_file is not None:
+        os.environ["PATHWAY_POLICY"] = os.path.abspath(policy_file)
+    uvicorn.run("pathway.web.app:create_app_from_environment", factory=True, workers=workers, **options)
 
 
 if __name__ == "__main__":  # pragma: no cover

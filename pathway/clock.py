@@ -8,6 +8,7 @@ replays.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -19,6 +20,11 @@ Clock = Callable[[], datetime]
 
 def system_clock() -> datetime:
     return datetime.now(UTC)
+
+
+def monotonic() -> float:
+    """Seconds on a clock that never jumps (for durations and caches, never for clinical time)."""
+    return time.monotonic()
 
 
 def fixed_clock(instant: datetime) -> Clock:

@@ -14,7 +14,6 @@ import getpass
 import json
 import logging
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -43,7 +42,7 @@ from pathway.errors import (
 )
 from persistence import db
 from persistence.outbox import DELIVERY_STATUSES, PLAN_STATUSES, Outbox, StoredReminder
-from persistence.repository import NewEvent, Repository, StaleVersion, StoredEvent, WriteTx
+from persistence.repository import NewEvent, ReadTx, Repository, StoredEvent, WriteTx
 from states.events import PATIENT_ID, Event, EventValidationError, parse_event, storable
 from states.facts import Snapshot
 from states.pathway import decide, decide_void, replay, voided_target
@@ -192,6 +191,24 @@ class WorklistItem(NamedTuple):
         return out
 
 
+class _Item(NamedTuple):
+    """One submission of a transaction: as submitted, and the event it parsed to (or the errors)."""
+
+    raw: Any
+    event: Event | None
+    errors: list[tuple[str, str]]
+
+    def patient(self) -> str | None:
+        """The patient it concerns (also of an invalid submission that names one: it is read too)."""
+        if self.event is not None:
+            return self.event.patient
+        raw = self.raw
+        if isinstance(raw, str | bytes):
+            return None  # not parsed again: its patient, if any, is locked when it is read
+        patient = _field(raw, "patient")
+        return patient if patient is not None and PATIENT_ID.match(patient) else None
+
+
 @dataclass(slots=True)
 class _Loaded:
     version: int
@@ -309,22 +326,19 @@ class Engine:
     ) -> Result:
         """Record one event in its own transaction.
 
-        Returns the result (accepted, refused with reasons, duplicate, invalid). Raises
-        `ConcurrentUpdate` when another writer changed the patient first (nothing is stored: read
-        again and retry), or when `expected_version` (the version the caller looked at) is stale.
+        Returns the result (accepted, refused with reasons, duplicate, invalid). A writer that got
+        in the way (another process or thread on the same patient) is waited for or retried
+        against the new state. Raises `ConcurrentUpdate` when `expected_version` (the version the
+        caller looked at) is stale, or when the conflicts outlast the retries; `StorageError` when
+        the database cannot be used. Either way nothing of the event is stored.
         """
-        now = self.clock()
-        today = clocks.local_today(now, self.policy.zone)
-        try:
-            with self._writing() as tx:
-                result = self._record(tx, event, by, now, today, expected_version)
-        except StaleVersion as exc:
-            raise ConcurrentUpdate(str(exc)) from exc
-        except sa.exc.OperationalError as exc:
-            raise StorageError(f"database error while recording: {exc.orig}") from exc
-        if result.status is Status.accepted:
-            self._wake()
-        return result
+        return self._transact([self._parse(event)], by, expected_version)[0]
+
+    def record_batch(self, events: Iterable[Mapping[str, Any] | Event], *, by: str | None = None) -> list[Result]:
+        """Record a short list of events (an API request) in order, in one transaction: every
+        result returned is stored; on an exception nothing is. Each event is judged on its own
+        (a refused event does not stop the next). Conflicts are retried as in `record`."""
+        return self._transact([self._parse(e) for e in events], by)
 
     def record_many(
         self,
@@ -332,7 +346,7 @@ class Engine:
         *,
         by: str | None = None,
         batch_size: int = 500,
-        retries: int = 3,
+        retries: int = db.CONFLICT_ATTEMPTS - 1,
     ) -> Iterator[Result]:
         """Record a stream of events in order, in batches of one transaction each.
 
@@ -343,41 +357,60 @@ class Engine:
         iterator = iter(events)
         with self.repository.bulk():
             while True:
-                batch = [item for _, item in zip(range(batch_size), iterator, strict=False)]
+                batch = [self._parse(item) for _, item in zip(range(batch_size), iterator, strict=False)]
                 if not batch:
                     return
-                results = self._record_batch(batch, by, retries)
-                yield from results
+                yield from self._transact(batch, by, attempts=retries + 1)
 
-    def _record_batch(self, batch: list[Any], by: str | None, retries: int) -> list[Result]:
-        for attempt in range(retries + 1):
+    def _parse(self, raw: Mapping[str, Any] | Event | str | bytes) -> _Item:
+        """A submission checked against the contract (outside any transaction)."""
+        try:
+            return _Item(raw, parse_event(raw), [])
+        except EventValidationError as exc:
+            return _Item(raw, None, exc.errors)
+
+    def _transact(self, items: list[_Item], by: str | None, expected_version: int | None = None,
+                  attempts: int = db.CONFLICT_ATTEMPTS) -> list[Result]:
+        """Record parsed events in one write transaction, retried from scratch after a write
+        conflict (deadlock, serialization failure, a patient created or changed meanwhile)."""
+        patients = sorted({p for p in (item.patient() for item in items) if p is not None})
+        for attempt in range(1, attempts + 1):
             now = self.clock()
             today = clocks.local_today(now, self.policy.zone)
-            results: list[Result] = []
             try:
                 with self._writing() as tx:
-                    for item in batch:
-                        results.append(self._record(tx, item, by, now, today, None))
+                    if len(patients) > 1:
+                        tx.lock_patients(patients)  # in id order: overlapping batches queue, never deadlock
+                    results = [self._record(tx, item, by, now, today, expected_version) for item in items]
+            except db.WriteConflict as exc:
+                if attempt == attempts:
+                    raise ConcurrentUpdate(
+                        f"{exc}; still conflicting after {attempts} attempts: nothing was stored, try again"
+                    ) from exc
+                log.info("transaction retried after a write conflict (attempt %d): %s", attempt, exc)
+                db.backoff(attempt)
+                continue
+            except db.DatabaseUnavailable as exc:
+                raise StorageError(f"the database is unavailable: {exc}") from exc
+            if any(r.status is Status.accepted for r in results):
                 self._wake()
-                return results
-            except StaleVersion as exc:
-                if attempt == retries:
-                    raise ConcurrentUpdate(str(exc)) from exc
-                log.info("batch retried after a concurrent update (attempt %d)", attempt + 1)
-                time.sleep(0.01 * (attempt + 1))
-            except sa.exc.OperationalError as exc:
-                raise StorageError(f"database error while recording: {exc.orig}") from exc
+            return results
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextmanager
     def _writing(self) -> Iterator[WriteTx]:
-        """A write transaction; if it fails, cached snapshots it produced must not survive it."""
-        try:
-            with self.repository.write() as tx:
-                yield tx
-        except BaseException:
-            self._cache.clear()
-            raise
+        """A write transaction. The snapshots it loaded or produced (`tx.memo`) enter the shared
+        cache only once it is committed: another thread never sees a version that may roll back."""
+        with self.repository.write() as tx:
+            yield tx
+        for patient, loaded in tx.memo.items():
+            self._cache.put(patient, loaded)
+
+    @contextmanager
+    def _reading(self) -> Iterator[ReadTx]:
+        """A read transaction; an unreachable database is a StorageError."""
+        with _storage_errors(), self.repository.read() as tx:
+            yield tx
 
     def _load(self, tx: WriteTx, patient: str) -> _Loaded | None:
         """The patient's snapshot and pending projection: as this transaction left it; else from the
@@ -396,28 +429,26 @@ class Engine:
             return None
         snapshot = Snapshot.from_dict(stored.snapshot)
         loaded = _Loaded(stored.version, snapshot, project(snapshot, self.policy))
-        self._cache.put(patient, loaded)
         tx.memo[patient] = loaded
         return loaded
 
     def _record(
         self,
         tx: WriteTx,
-        raw: Mapping[str, Any] | Event,
+        item: _Item,
         by: str | None,
         now: datetime,
         today: date,
         expected_version: int | None,
     ) -> Result:
-        try:
-            event = parse_event(raw)
-        except EventValidationError as exc:
-            return self._invalid(tx, raw, exc.errors, by, now, None, None)
+        raw, event = item.raw, item.event
+        if event is None:
+            return self._invalid(tx, raw, item.errors, by, now, None, None)
         by = event.by or by or self.default_by
         loaded = self._load(tx, event.patient)
         version = loaded.version if loaded else 0
         if expected_version is not None and expected_version != version:
-            raise StaleVersion(
+            raise ConcurrentUpdate(
                 f"patient {event.patient} is at version {version}, not {expected_version}: read it again"
             )
         snapshot = loaded.snapshot if loaded else None
@@ -475,11 +506,10 @@ class Engine:
                                            reasons=[r.as_dict() for r in outcome.reasons],
                                            version=new_version, refers_to=refers_to))
         except self.repository.integrity_errors as exc:  # the same key bound by a concurrent writer
-            raise StaleVersion(f"patient {event.patient}: key {event.key!r} was bound concurrently") from exc
+            raise db.WriteConflict(f"patient {event.patient}: key {event.key!r} was bound concurrently") from exc
         tx.reconcile(old_planned, planned, state=str(new.state), state_changed=snapshot is None or new.state != snapshot.state,
                      closed_status=fulfils, closed_by=event_id, now=now)
-        loaded = tx.memo[event.patient] = _Loaded(new_version, new, planned)
-        self._cache.put(event.patient, loaded)
+        tx.memo[event.patient] = _Loaded(new_version, new, planned)
         log.debug("accepted %s patient=%s state=%s", event.type, event.patient, new.state)
         return Result(Status.accepted, event.patient, str(event.type), str(new.state), outcome.reasons,
                       event_id=event_id, version=new_version)
@@ -548,7 +578,7 @@ class Engine:
 
     def show(self, patient: str) -> PatientView:
         """The patient's state, full history (refusals included), pending reminders and advice."""
-        with self.repository.read() as tx:
+        with self._reading() as tx:
             stored = tx.patient(patient)
             if stored is None:
                 raise UnknownPatient(patient)
@@ -575,14 +605,14 @@ class Engine:
         )
 
     def history(self, patient: str) -> list[HistoryEntry]:
-        with self.repository.read() as tx:
+        with self._reading() as tx:
             events = tx.events(patient)
         if not events:
             raise UnknownPatient(patient)
         return _history(events)
 
     def reminders(self, patient: str, statuses: Iterable[str] | None = ("pending",)) -> list[Reminder]:
-        with self.repository.read() as tx:
+        with self._reading() as tx:
             if tx.patient(patient) is None:
                 raise UnknownPatient(patient)
             return tx.reminders(patient, statuses)
@@ -592,7 +622,7 @@ class Engine:
         if days < 0:
             raise ValueError("days must not be negative")
         today = today or self.today()
-        with self.repository.read() as tx:
+        with self._reading() as tx:
             rows = tx.due_by(today + timedelta(days=days), limit=limit)
         make = WorklistItem._make
         gc_was_on = gc.isenabled()
@@ -604,11 +634,11 @@ class Engine:
                 gc.enable()
 
     def patients(self, state: str | None = None) -> list[tuple[str, str]]:
-        with self.repository.read() as tx:
+        with self._reading() as tx:
             return tx.patients(state)
 
     def counts_by_state(self) -> dict[str, int]:
-        with self.repository.read() as tx:
+        with self._reading() as tx:
             return tx.counts_by_state()
 
     # -- reminder delivery (pathway.delivery) ----------------------------------------------------
@@ -629,7 +659,8 @@ class Engine:
         dispatcher = self._get_dispatcher(notifiers)
         if self._scheduler is None or not self._scheduler.running:
             dispatcher.stopping.clear()  # a stop requested earlier (a signal, a notifier) is over
-        return dispatcher.dispatch_due(now if now is not None else self.clock)
+        with _storage_errors():
+            return dispatcher.dispatch_due(now if now is not None else self.clock)
 
     def start_scheduler(self, notifiers: Iterable[Any] | None = None, *, sweep_seconds: float = SWEEP_SECONDS,
                         on_report: Any = None) -> ReminderScheduler:
@@ -663,7 +694,8 @@ class Engine:
     def retry_failed(self, keys: Iterable[str] | None = None) -> int:
         """Queue failed deliveries again (after the notifier was fixed): every failed pending
         reminder, or those `keys`; they go out at the dispatcher's next run. Returns how many."""
-        count = Outbox(self.repository).retry_failed(self.clock(), None if keys is None else list(keys))
+        with _storage_errors():
+            count = Outbox(self.repository).retry_failed(self.clock(), None if keys is None else list(keys))
         self._wake()
         return count
 
@@ -675,14 +707,15 @@ class Engine:
             raise ValueError(f"status must be one of {', '.join(PLAN_STATUSES)}, got {status!r}")
         if delivery is not None and delivery not in DELIVERY_STATUSES:
             raise ValueError(f"delivery must be one of {', '.join(DELIVERY_STATUSES)}, got {delivery!r}")
-        return Outbox(self.repository).listing(patient=patient, status=status, delivery=delivery, limit=limit)
+        with _storage_errors():
+            return Outbox(self.repository).listing(patient=patient, status=status, delivery=delivery, limit=limit)
 
     # -- integrity -----------------------------------------------------------------------------
 
     def verify(self, patient: str) -> list[str]:
         """Replay the patient's accepted history: differences from the stored snapshot and pending
         reminders (an empty list when they agree exactly)."""
-        with self.repository.read() as tx:
+        with self._reading() as tx:
             stored = tx.patient(patient)
             if stored is None:
                 raise UnknownPatient(patient)
@@ -710,6 +743,18 @@ class Engine:
                 f"{listed(have - want)}; replay only: {listed(want - have)}"
             )
         return problems
+
+
+@contextmanager
+def _storage_errors() -> Iterator[None]:
+    """The persistence layer's errors as the embedding API's: an outage is a StorageError, a
+    conflict that outlasted its retries a ConcurrentUpdate."""
+    try:
+        yield
+    except db.DatabaseUnavailable as exc:
+        raise StorageError(f"the database is unavailable: {exc}") from exc
+    except db.WriteConflict as exc:
+        raise ConcurrentUpdate(f"{exc}: nothing was changed, try again") from exc
 
 
 def _history(events: list[StoredEvent]) -> list[HistoryEntry]:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -17,9 +20,12 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from persistence import db
 from persistence.tables import login_failure_table, session_table, token_table, user_table
 
 ROLES = ("viewer", "coordinator", "admin")
+#: Tokens whose accounts `token_user` remembers at most (see Accounts.token_cache_seconds).
+TOKEN_CACHE_SIZE = 1000
 MIN_PASSWORD = 10
 NAME_MAX = 64
 TOKEN_PREFIX = "pwt_"
@@ -72,15 +78,34 @@ def digest(secret: str) -> str:
 class Accounts:
     """Users, tokens, sessions and login failures stored in the pathway database."""
 
-    def __init__(self, engine: sa.Engine, clock: Callable[[], datetime]):
-        """`clock` gives now (the engine's clock: persistence reads no system time itself)."""
+    def __init__(self, engine: sa.Engine, clock: Callable[[], datetime], *, token_cache_seconds: float = 0.0,
+                 monotonic: Callable[[], float] | None = None):
+        """`clock` gives now (the engine's clock: persistence reads no system time itself).
+
+        With `token_cache_seconds` and a `monotonic` clock, `token_user` remembers the accounts
+        of tokens it found for that long (the web app: one query fewer per API request). A
+        change made through this object (revoke, disable, role) forgets them at once; one made
+        by another process is seen within `token_cache_seconds`."""
         self.engine = engine
         self.clock = clock
+        self.token_cache_seconds = token_cache_seconds if monotonic is not None else 0.0
+        self._monotonic = monotonic
+        self._token_cache: OrderedDict[str, tuple[Account, float]] = OrderedDict()
+        self._token_cache_lock = threading.Lock()
 
     # -- transactions ------------------------------------------------------------------------
 
-    def _write(self) -> sa.engine.base.Connection:
-        return self.engine.connect().execution_options(pathway_write=True)
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        """A connection for one write transaction (BEGIN IMMEDIATE on SQLite); driver errors that
+        are outages or conflicts come out as DatabaseUnavailable / WriteConflict (db.guard)."""
+        with db.guard(), self.engine.connect() as conn:
+            yield conn.execution_options(pathway_write=True)
+
+    @contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        with db.guard(), self.engine.connect() as conn:
+            yield conn
 
     # -- users -------------------------------------------------------------------------------
 
@@ -124,6 +149,7 @@ class Accounts:
                                 .values(role=role)).rowcount
             if not done:
                 raise AccountError(f"no user {name}")
+        self.forget_tokens()
 
     def set_disabled(self, name: str, disabled: bool) -> None:
         with self._write() as conn, conn.begin():
@@ -133,32 +159,33 @@ class Accounts:
                 raise AccountError(f"no user {name}")
             if disabled:
                 conn.execute(session_table.delete().where(session_table.c.user_id == self._id(conn, name)))
+        self.forget_tokens()
 
     @staticmethod
     def _id(conn: sa.Connection, name: str) -> int | None:
         return conn.execute(sa.select(user_table.c.id).where(user_table.c.name == name)).scalar()
 
     def users(self) -> list[Account]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(sa.select(user_table).order_by(user_table.c.name)).all()
         return [_account(r) for r in rows]
 
     def user(self, name: str) -> Account | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(sa.select(user_table).where(user_table.c.name == name)).first()
         return _account(row) if row else None
 
     def count_users(self) -> int:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(user_table)).scalar_one())
 
     def password_hash(self, name: str) -> str | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return conn.execute(sa.select(user_table.c.password_hash).where(user_table.c.name == name)).scalar()
 
     def authenticate(self, name: str, password: str) -> Account | None:
         """The enabled user with this name and password, else None (same work either way)."""
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(sa.select(user_table).where(user_table.c.name == name)).first()
         stored = row.password_hash if row else _DUMMY_HASH
         try:
@@ -190,7 +217,7 @@ class Accounts:
 
     def throttled(self, name: str, address: str) -> timedelta | None:
         """How long until a login for `name` from `address` may be tried again (None: now)."""
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return self._waits(conn, name, address, self.clock())
 
     def begin_attempt(self, name: str, address: str) -> tuple[timedelta | None, int | None]:
@@ -247,7 +274,7 @@ class Accounts:
     def session(self, secret: str) -> SessionInfo | None:
         now = self.clock()
         s, u = session_table, user_table
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(
                 sa.select(u, s.c.csrf, s.c.expires_at).join(s, s.c.user_id == u.c.id)
                 .where(s.c.id_hash == digest(secret))
@@ -279,32 +306,67 @@ class Accounts:
     def revoke_token(self, token_id: int) -> bool:
         """Revoke a token; False if there is no such token or it was revoked already."""
         with self._write() as conn, conn.begin():
-            return bool(conn.execute(
+            revoked = bool(conn.execute(
                 token_table.update().where(token_table.c.id == token_id, token_table.c.revoked_at.is_(None))
                 .values(revoked_at=self.clock())
             ).rowcount)
+        self.forget_tokens()
+        return revoked
 
     def tokens(self) -> list[TokenInfo]:
         t, u = token_table, user_table
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(sa.select(t, u.c.name.label("user")).join(u, u.c.id == t.c.user_id)
                                 .order_by(t.c.id)).all()
         return [TokenInfo(r.id, r.user, r.name, r.created_at, r.revoked_at, r.last_used_at) for r in rows]
 
     def token_user(self, secret: str) -> Account | None:
         """The enabled user of an unrevoked token, else None."""
+        hashed = digest(secret)
+        cached = self._cached_token(hashed)
+        if cached is not None:
+            return cached
         t, u = token_table, user_table
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(
                 sa.select(u).join(t, t.c.user_id == u.c.id)
-                .where(t.c.token_hash == digest(secret), t.c.revoked_at.is_(None))
+                .where(t.c.token_hash == hashed, t.c.revoked_at.is_(None))
             ).first()
         if row is None or row.disabled:
             return None
-        return _account(row)
+        account = _account(row)
+        if self.token_cache_seconds and self._monotonic is not None:
+            with self._token_cache_lock:  # only found tokens: random guesses cannot fill it
+                self._token_cache[hashed] = (account, self._monotonic() + self.token_cache_seconds)
+                self._token_cache.move_to_end(hashed)
+                while len(self._token_cache) > TOKEN_CACHE_SIZE:
+                    self._token_cache.popitem(last=False)
+        return account
+
+    def cached_token_user(self, secret: str) -> Account | None:
+        """The account `token_user` found for this token less than `token_cache_seconds` ago, if
+        any (no database access: callers on an event loop try this first)."""
+        return self._cached_token(digest(secret)) if self.token_cache_seconds else None
+
+    def _cached_token(self, hashed: str) -> Account | None:
+        if not self.token_cache_seconds or self._monotonic is None:
+            return None
+        with self._token_cache_lock:
+            found = self._token_cache.get(hashed)
+            if found is None:
+                return None
+            if found[1] <= self._monotonic():
+                del self._token_cache[hashed]
+                return None
+            return found[0]
+
+    def forget_tokens(self) -> None:
+        """Drop the token cache (after a change to accounts or tokens)."""
+        with self._token_cache_lock:
+            self._token_cache.clear()
 
     def stored_token_hashes(self) -> list[str]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return list(conn.execute(sa.select(token_table.c.token_hash)).scalars())
 
 

@@ -9,10 +9,15 @@ refused with the command that upgrades it.
 
 from __future__ import annotations
 
+import logging
+import random
 import sqlite3
 import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -34,7 +39,112 @@ class SchemaError(RuntimeError):
 
 
 class DatabaseUnavailable(RuntimeError):
-    """The database cannot be reached or opened."""
+    """The database cannot be reached or used for now (server down or restarting, connection
+    lost, disk full or read-only, locked beyond the busy timeout): the same request may succeed
+    later, so callers answer "try again" (HTTP 503 with Retry-After)."""
+
+
+class WriteConflict(RuntimeError):
+    """Another transaction got in the way (a deadlock, a serialization failure, a row changed or
+    created meanwhile). Nothing of this transaction was stored: running it again is safe."""
+
+
+log = logging.getLogger("pathway.db")
+
+#: Connections per process kept open (PostgreSQL; SQLite files too), and how many more may be
+#: opened for a burst. The web server runs at most WEB_THREADS requests at a time (pathway.web).
+POOL_SIZE = 20
+POOL_OVERFLOW = 10
+#: Seconds a request waits for a free connection before the database counts as unavailable.
+POOL_TIMEOUT = 30
+#: Attempts of a transaction that met a write conflict (the first included).
+CONFLICT_ATTEMPTS = 6
+
+#: SQLite errors that are outages (the same statement may work later), by their message.
+_SQLITE_OUTAGES = (
+    "database is locked", "database table is locked", "disk i/o error", "database or disk is full",
+    "unable to open database", "readonly database", "interrupted", "out of memory", "disk image is malformed",
+    "file is not a database", "locking protocol",
+)
+#: PostgreSQL SQLSTATE classes of outages: connection exception, insufficient resources,
+#: operator intervention (shutdown, cannot connect now, query cancelled), system error.
+_PG_OUTAGE_CLASSES = ("08", "53", "57", "58")
+
+
+def classify(exc: BaseException) -> type[WriteConflict] | type[DatabaseUnavailable] | None:
+    """What a driver (or SQLAlchemy) error means for the caller: a conflict to retry, an outage,
+    or None (anything else — a bug or a constraint — which must not be hidden)."""
+    if isinstance(exc, WriteConflict | DatabaseUnavailable):
+        return type(exc)
+    if isinstance(exc, sa.exc.TimeoutError):  # no pooled connection came free in time
+        return DatabaseUnavailable
+    if isinstance(exc, sa.exc.DBAPIError):
+        inner = classify(exc.orig) if exc.orig is not None else None
+        if inner is None and exc.connection_invalidated:
+            return DatabaseUnavailable
+        return inner
+    if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError) and not isinstance(
+            exc, sqlite3.IntegrityError | sqlite3.ProgrammingError):
+        message = str(exc).lower()
+        return DatabaseUnavailable if any(text in message for text in _SQLITE_OUTAGES) else None
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return None
+    if isinstance(exc, psycopg.Error):
+        state = getattr(exc, "sqlstate", None) or ""
+        if state.startswith("40"):  # transaction rollback: serialization failure, deadlock
+            return WriteConflict
+        if isinstance(exc, psycopg.InterfaceError) or state[:2] in _PG_OUTAGE_CLASSES:
+            return DatabaseUnavailable
+        if isinstance(exc, psycopg.OperationalError) and not state:  # no connection at all
+            return DatabaseUnavailable
+    return None
+
+
+@contextmanager
+def guard() -> Iterator[None]:
+    """Re-raise driver errors that are conflicts or outages as WriteConflict / DatabaseUnavailable
+    (with the driver's error as the cause); let everything else through unchanged."""
+    try:
+        yield
+    except (WriteConflict, DatabaseUnavailable):
+        raise
+    except Exception as exc:
+        kind = classify(exc)
+        if kind is None:
+            raise
+        raise kind(describe(exc)) from exc
+
+
+def describe(exc: BaseException) -> str:
+    """The driver's error in one line: its type and the first line of its message."""
+    inner = getattr(exc, "orig", None) or exc
+    lines = str(inner).strip().splitlines()
+    return f"{type(inner).__name__}: {lines[0]}" if lines else type(inner).__name__
+
+
+T = TypeVar("T")
+
+
+def retrying(action: Callable[[], T], *, attempts: int = CONFLICT_ATTEMPTS, what: str = "transaction") -> T:
+    """Run `action` (one whole transaction) again after a WriteConflict, with a short randomised
+    backoff, up to `attempts` times in all; the last conflict is raised."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except WriteConflict:
+            if attempt == attempts:
+                raise
+            log.info("%s retried after a write conflict (attempt %d)", what, attempt)
+            backoff(attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def backoff(attempt: int) -> None:
+    """Wait before retry number `attempt`: up to 5, 10, 20... ms, randomised so that the
+    transactions that collided do not collide again in step."""
+    time.sleep(random.uniform(0, 0.005 * 2 ** min(attempt, 6)))  # noqa: S311 - jitter, not security
 
 
 def normalize_url(url: str) -> str:
@@ -58,10 +168,15 @@ def create(url: str, **kwargs: Any) -> sa.Engine:
                 raise DatabaseUnavailable(
                     f"cannot create the SQLite database {database}: folder {folder} does not exist"
                 )
+        if database and database != ":memory:":
+            kwargs = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW, "pool_timeout": POOL_TIMEOUT, **kwargs}
         engine = sa.create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000}, **kwargs)
         _sqlite_events(engine)
         return engine
     if parsed.get_backend_name() == "postgresql":
+        # connect_timeout: a server that does not answer is an outage after 10 s, not a hang
+        kwargs = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW, "pool_timeout": POOL_TIMEOUT,
+                  "connect_args": {"connect_timeout": 10}, **kwargs}
         return sa.create_engine(url, pool_pre_ping=True, **kwargs)
     raise sa.exc.ArgumentError(f"unsupported database URL scheme '{parsed.drivername}': use sqlite:/// or postgresql://")
 

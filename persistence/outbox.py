@@ -9,7 +9,9 @@ claim: the new date will be announced on its own). See migration 0003 for the co
 
 On PostgreSQL several dispatchers claim side by side with `FOR UPDATE SKIP LOCKED`; on SQLite the
 database's write lock serializes claims, and one dispatcher process runs (pathway.delivery holds
-a lock file for it).
+a lock file for it). `finish` updates its rows in key order, the order in which event
+transactions write reminders (persistence.repository), so the two cannot deadlock; a write
+conflict all the same (another statement's order) is retried a few times, like every statement here.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
+from persistence import db
 from persistence.repository import REMINDER_CHANNEL, Repository
 from persistence.tables import OUTBOX
 
@@ -149,9 +152,13 @@ class Outbox:
         """Claim up to `limit` pending reminders whose time has come (oldest first): they are
         `claimed` by `token` until `lease_until`, their attempt counted."""
         sql = self.repo.sql
-        with self.repo.write() as tx:
-            tx.cursor.execute(self._claim, (token, sql.instant(lease_until), sql.instant(now), limit))
-            rows = tx.cursor.fetchall()
+
+        def claim() -> list[Any]:
+            with self.repo.write() as tx:
+                tx.cursor.execute(self._claim, (token, sql.instant(lease_until), sql.instant(now), limit))
+                return tx.cursor.fetchall()  # type: ignore[no-any-return]
+
+        rows = db.retrying(claim, what="claim")
         out = []
         for key, patient, kind, due_on, notify_at, detail, attempts in rows:
             notify = sql.read_instant(notify_at)
@@ -167,18 +174,23 @@ class Outbox:
         queue, due at once, their attempt uncounted); returns how many rows still carried the claim."""
         sql = self.repo.sql
         stamp = sql.instant(now)
-        changed = 0
-        with self.repo.write() as tx:
-            for statement, rows in (
-                (self._sent, [(stamp, late, key, token) for key, late in sent]),
-                (self._retry, [(sql.instant(when), error[:2000], key, token) for key, when, error in retry]),
-                (self._failed, [(error[:2000], key, token) for key, error in failed]),
-                (self._unclaim, [(stamp, key, token) for key in unclaim]),
-            ):
-                for row in rows:
-                    tx.cursor.execute(statement, row)
+        rows: list[tuple[str, str, tuple[Any, ...]]] = [
+            *((key, self._sent, (stamp, late, key, token)) for key, late in sent),
+            *((key, self._retry, (sql.instant(when), error[:2000], key, token)) for key, when, error in retry),
+            *((key, self._failed, (error[:2000], key, token)) for key, error in failed),
+            *((key, self._unclaim, (stamp, key, token)) for key in unclaim),
+        ]
+        rows.sort(key=lambda item: item[0])  # key order: see the module's docstring
+
+        def record() -> int:
+            changed = 0
+            with self.repo.write() as tx:
+                for _key, statement, values in rows:
+                    tx.cursor.execute(statement, values)
                     changed += max(0, tx.cursor.rowcount)
-        return changed
+            return changed
+
+        return db.retrying(record, what="delivery record")
 
     def next_due(self) -> datetime | None:
         """When the earliest reminder still to deliver may be sent (None: nothing to deliver)."""
@@ -190,9 +202,13 @@ class Outbox:
         """Return to the queue the claims whose lease has not ended: a dispatcher alone on the
         database (SQLite, under its lock file) knows they belong to a process that died."""
         sql = self.repo.sql
-        with self.repo.write() as tx:
-            tx.cursor.execute(self._release, (sql.instant(now), sql.instant(now)))
-            return max(0, tx.cursor.rowcount)
+
+        def release() -> int:
+            with self.repo.write() as tx:
+                tx.cursor.execute(self._release, (sql.instant(now), sql.instant(now)))
+                return max(0, tx.cursor.rowcount)
+
+        return db.retrying(release, what="release")
 
     def retry_failed(self, now: datetime, keys: Sequence[str] | None = None) -> int:
         """Queue failed deliveries of pending reminders again, due at `now`, with a fresh count of
@@ -203,15 +219,19 @@ class Outbox:
             f"UPDATE reminder SET delivery = 'queued', attempts = 0, send_after = {q}, last_error = NULL "
             "WHERE delivery = 'failed' AND status = 'pending'"
         )
-        with self.repo.write() as tx:
-            if keys is None:
-                tx.cursor.execute(statement, (sql.instant(now),))
-                return max(0, tx.cursor.rowcount)
-            changed = 0
-            for key in keys:
-                tx.cursor.execute(f"{statement} AND key = {q}", (sql.instant(now), key))
-                changed += max(0, tx.cursor.rowcount)
-            return changed
+
+        def queue() -> int:
+            with self.repo.write() as tx:
+                if keys is None:
+                    tx.cursor.execute(statement, (sql.instant(now),))
+                    return max(0, tx.cursor.rowcount)
+                changed = 0
+                for key in sorted(keys):
+                    tx.cursor.execute(f"{statement} AND key = {q}", (sql.instant(now), key))
+                    changed += max(0, tx.cursor.rowcount)
+                return changed
+
+        return db.retrying(queue, what="retry of failed deliveries")
 
     def listen(self, stop: threading.Event, on_notify: Callable[[], None], *, poll: float = 1.0) -> None:
         """PostgreSQL: call `on_notify` whenever a transaction that added or moved reminders

@@ -4,14 +4,27 @@
 many events in one transaction; any failure aborts the whole transaction (and the engine retries
 or reports it), so an event is never half stored. Reads use `Repository.read()`.
 
+Both translate driver errors (persistence.db.guard): a deadlock, a serialization failure or a row
+changed meanwhile is a `WriteConflict` (retry the transaction), an unreachable server, a lost
+connection or a full disk is `DatabaseUnavailable` (try again later).
+
+Concurrency. On SQLite the threads of one process take their write transactions in turn (a
+lock before BEGIN IMMEDIATE: waiting there costs nothing, while SQLite's own busy handler polls
+with sleeps of up to 100 ms); other processes queue on the database's lock. On PostgreSQL a
+write transaction locks the rows of the patients it writes (`SELECT ... FOR UPDATE`, a batch's
+patients all at once in id order) before reading them, and writes its reminder rows in key order
+at its end, the order in which the dispatcher records deliveries: two transactions never wait
+for each other in a cycle, so list posts cannot deadlock.
+
 Hot paths use SQLAlchemy Core statements (an ORM flush costs ~8x more per row here).
 """
 
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -44,8 +57,8 @@ def _no_gc() -> Iterator[None]:
 REMINDER_CHANNEL = "pathway_reminders"
 
 
-class StaleVersion(RuntimeError):
-    """Another writer changed the patient since it was read (optimistic version check)."""
+class StaleVersion(db.WriteConflict):
+    """Another writer changed (or created) the patient since it was read (optimistic version check)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +129,11 @@ class _Sql:
         self.select_reminders = "SELECT key, patient, kind, due_on, notify_at, status, detail, state FROM reminder"
         self.select_patient = f"SELECT state, version, snapshot FROM patient WHERE id = {q}"
         self.select_version = f"SELECT version FROM patient WHERE id = {q}"
+        # a writer locks the patient's row as it reads it (PostgreSQL; SQLite's writer holds the database)
+        lock = "" if self.sqlite else " FOR UPDATE"
+        self.select_patient_for_write = self.select_patient + lock
+        self.select_version_for_write = self.select_version + lock
+        self.lock_patients = "SELECT id FROM patient WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
         self.insert_event = (
             "INSERT INTO event_log (patient, type, event_on, status, recorded_by, idem_key, content_hash, "
             f"payload, reasons, error, state_after, version, refers_to, recorded_at) VALUES ({marks(14)}) "
@@ -206,6 +224,11 @@ class Repository:
         self.engine = engine
         self.dialect = engine.dialect.name
         self.sql = _Sql(self.dialect)
+        # SQLite: one writer at a time in this process (see the module's docstring); the bulk
+        # imports under way share one background checkpointer, started by the first, stopped by the last
+        self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
+        self._bulk_lock = threading.Lock()
+        self._bulk_users = 0
         self._checkpointer: db.Checkpointer | None = None
         #: The driver's integrity error (hot-path statements bypass SQLAlchemy's wrapping).
         self.integrity_errors: tuple[type[Exception], ...] = (
@@ -225,7 +248,8 @@ class Repository:
 
     @contextmanager
     def write(self) -> Iterator[WriteTx]:
-        with self.engine.connect() as conn:
+        """One write transaction, committed when the block ends (rolled back if it raises)."""
+        with db.guard(), self._writer_turn(), self.engine.connect() as conn:
             conn = conn.execution_options(pathway_write=True)
             checkpointer = self._checkpointer
             raw = conn.connection.driver_connection  # pragmas outside any transaction
@@ -241,25 +265,56 @@ class Repository:
                     raw.execute(f"PRAGMA wal_autocheckpoint = {db.WAL_AUTOCHECKPOINT}")  # type: ignore[union-attr]
                     checkpointer.after_commit(raw)
 
+    def _writer_turn(self) -> Any:
+        """SQLite: wait for this process's other writers (as long as SQLite's busy timeout)."""
+        lock = self._write_lock
+        if lock is None:
+            return nullcontext()
+        if not lock.acquire(timeout=db.BUSY_TIMEOUT_MS / 1000):
+            raise db.DatabaseUnavailable("the database stayed busy with other writers beyond the busy timeout")
+        return _Held(lock)
+
     @contextmanager
     def bulk(self) -> Iterator[None]:
         """A bulk import. On SQLite, WAL checkpoints (copying committed pages into the database
         file, which dominated commits at 100,000 patients) run in a background thread with a
-        connection of its own, overlapping the import's own work instead of stalling its commits."""
-        if self.dialect != "sqlite" or self._checkpointer is not None or db.sqlite_path(self.engine) is None:
+        connection of its own, overlapping the import's own work instead of stalling its commits.
+        Imports may overlap (threads of an embedding host): they share the one checkpointer."""
+        path = db.sqlite_path(self.engine) if self.dialect == "sqlite" else None
+        if path is None:
             yield
             return
-        self._checkpointer = db.Checkpointer(db.sqlite_path(self.engine))  # type: ignore[arg-type]
+        with self._bulk_lock:
+            if self._bulk_users == 0:
+                self._checkpointer = db.Checkpointer(path)
+            self._bulk_users += 1
         try:
             yield
         finally:
-            checkpointer, self._checkpointer = self._checkpointer, None
-            checkpointer.stop()
+            with self._bulk_lock:
+                self._bulk_users -= 1
+                if self._bulk_users == 0:
+                    checkpointer, self._checkpointer = self._checkpointer, None
+                    if checkpointer is not None:
+                        checkpointer.stop()
 
     @contextmanager
     def read(self) -> Iterator[ReadTx]:
-        with self.engine.connect() as conn, conn.begin():
+        with db.guard(), self.engine.connect() as conn, conn.begin():
             yield ReadTx(conn, self)
+
+
+class _Held:
+    """Releases a lock acquired before (a context manager for `Repository._writer_turn`)."""
+
+    def __init__(self, lock: threading.Lock):
+        self.lock = lock
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
 
 
 class ReadTx:
@@ -379,14 +434,23 @@ class WriteTx(ReadTx):
         self._closes: dict[str, tuple[Any, ...]] = {}  # key -> (status, closed_by, stamp, key)
         self._notified = False
 
+    def lock_patients(self, patients: Sequence[str]) -> None:
+        """PostgreSQL: lock the rows of these patients (those that exist) in id order, before
+        any of them is read: transactions over overlapping patients then queue instead of
+        deadlocking. A no-op on SQLite, where the write transaction holds the whole database."""
+        if not self.repo.sql.sqlite and patients:
+            self.cursor.execute(self.repo.sql.lock_patients, (sorted(patients),))
+
     def version(self, patient: str) -> int | None:
-        self.cursor.execute(self.repo.sql.select_version, (patient,))
+        """The stored version (the row locked for this transaction on PostgreSQL)."""
+        self.cursor.execute(self.repo.sql.select_version_for_write, (patient,))
         row = self.cursor.fetchone()
         return None if row is None else int(row[0])
 
     def patient(self, patient: str) -> StoredPatient | None:
-        """The stored row. Patients this transaction wrote are in `memo`: ask it first."""
-        self.cursor.execute(self.repo.sql.select_patient, (patient,))
+        """The stored row (locked for this transaction on PostgreSQL). Patients this transaction
+        wrote are in `memo`: ask it first."""
+        self.cursor.execute(self.repo.sql.select_patient_for_write, (patient,))
         row = self.cursor.fetchone()
         if row is None:
             return None
@@ -502,13 +566,7 @@ class WriteTx(ReadTx):
         closing = [
             (closed_status.get(key, "cancelled"), closed_by, stamp, key) for key in before if key not in after
         ]
-        if not self.buffered:
-            self._many(sql.upsert_reminder, upserts)
-            self._many(sql.close_reminder, closing)
-            if upserts and not self._notified:  # wake the dispatchers at commit (PostgreSQL)
-                self.cursor.execute(f"NOTIFY {REMINDER_CHANNEL}")
-                self._notified = True
-            return
+        # buffered until the transaction's end (both databases): see `_flush_reminders`
         for row in upserts:
             self._closes.pop(row[0], None)
             self._reminders[row[0]] = row
@@ -520,9 +578,14 @@ class WriteTx(ReadTx):
                 self._closes[key] = (status, by, when, key)
 
     def flush(self) -> None:
-        """Write what the batch buffered (SQLite), in an order the foreign keys accept."""
-        if not self.buffered:
-            return
+        """Write what the transaction buffered — on SQLite the whole batch, in an order the foreign
+        keys accept; on PostgreSQL the reminders."""
+        if self.buffered:
+            self._flush_rows()
+        self._flush_reminders()
+        self._keys.clear()
+
+    def _flush_rows(self) -> None:
         sql = self.repo.sql
         if self._new_patients:
             try:
@@ -542,13 +605,30 @@ class WriteTx(ReadTx):
         if self._events:
             self._many(sql.insert_event_with_id, self._events)
             self._events.clear()
-        if self._reminders:
-            self._many(sql.upsert_reminder, list(self._reminders.values()))
-            self._reminders.clear()
-        if self._closes:
-            self._many(sql.close_reminder, list(self._closes.values()))
-            self._closes.clear()
-        self._keys.clear()
+
+    def _flush_reminders(self) -> None:
+        """Write the reminders planned and closed. On PostgreSQL one statement per row in key
+        order — the order the dispatcher's `Outbox.finish` locks rows in, so the two never
+        deadlock — and NOTIFY the dispatchers at commit when reminders were added or moved."""
+        sql = self.repo.sql
+        if not self._reminders and not self._closes:
+            return
+        if self.buffered:
+            if self._reminders:
+                self._many(sql.upsert_reminder, list(self._reminders.values()))
+            if self._closes:
+                self._many(sql.close_reminder, list(self._closes.values()))
+        else:
+            rows = [(key, sql.upsert_reminder, row) for key, row in self._reminders.items()]
+            rows += [(key, sql.close_reminder, row) for key, row in self._closes.items()]
+            rows.sort(key=lambda item: item[0])
+            for _key, statement, row in rows:
+                self.cursor.execute(statement, row)
+            if self._reminders and not self._notified:
+                self.cursor.execute(f"NOTIFY {REMINDER_CHANNEL}")
+                self._notified = True
+        self._reminders.clear()
+        self._closes.clear()
 
     def _many(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
         if len(rows) > 2:

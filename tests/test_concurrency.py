@@ -1,4 +1,4 @@
-"""Two writers on one patient: one wins, the other gets ConcurrentUpdate and can retry; nothing is lost."""
+"""Writers on one patient: they queue (row lock on PostgreSQL, the database lock on SQLite) and\nbuild on each other; a stale `expected_version` is a ConcurrentUpdate; nothing is lost."""
 
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ import os
 import subprocess
 import sys
 import threading
+import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from pathway import ConcurrentUpdate, Engine, ManualClock, Status
 from tests.conftest import PINNED
@@ -44,41 +48,58 @@ def test_a_writer_holding_a_stale_version_gets_concurrent_update_and_nothing_is_
     assert any_engine.record(biomarker(2), expected_version=view.version).status is Status.accepted
 
 
-def test_postgres_writers_that_read_the_same_version_one_wins_the_other_retries(pg_url: str) -> None:
-    """Both writers load version 1 before either writes (a barrier forces the race): the first
-    update wins, the second finds the version changed, raises ConcurrentUpdate, stores nothing,
-    and succeeds when retried."""
+def test_postgres_a_second_writer_on_a_patient_waits_for_the_first_and_builds_on_its_result(pg_url: str) -> None:
+    """The first writer holds the patient's row (it is between reading and committing); the
+    second waits on that row lock — observed in pg_stat_activity, not by timing — and, once the
+    first commits, records on top of it: both are accepted, no ConcurrentUpdate, versions gapless."""
     clock = ManualClock(PINNED)
     with Engine.open(pg_url, clock=clock) as setup:
         setup.record(REFERRAL)
-    barrier = threading.Barrier(2, timeout=20)
-    outcomes: dict[int, list[str]] = {0: [], 1: []}
+    loaded, release = threading.Event(), threading.Event()
+    waiter = f"waiter-{uuid.uuid4().hex[:8]}"
+    results: dict[int, Any] = {}
 
-    def writer(n: int) -> None:
+    def first() -> None:
         with Engine.open(pg_url, clock=clock) as engine:
             original = engine._load
 
-            def load_then_wait(tx, patient):  # noqa: ANN001, ANN202
-                loaded = original(tx, patient)
-                if not outcomes[n]:
-                    barrier.wait()
-                return loaded
+            def load_then_hold(tx, patient):  # noqa: ANN001, ANN202
+                found = original(tx, patient)
+                loaded.set()
+                assert release.wait(60)
+                return found
 
-            engine._load = load_then_wait  # type: ignore[method-assign]
-            for _ in range(5):
-                try:
-                    engine.record(biomarker(n))
-                    outcomes[n].append("accepted")
-                    return
-                except ConcurrentUpdate:
-                    outcomes[n].append("conflict")
+            engine._load = load_then_hold  # type: ignore[method-assign]
+            results[0] = engine.record(biomarker(0))
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in (0, 1)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(map(tuple, outcomes.values())) == [("accepted",), ("conflict", "accepted")]
+    def second() -> None:
+        with Engine.open(f"{pg_url}&application_name={waiter}", clock=clock) as engine:
+            results[1] = engine.record(biomarker(1))
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    assert loaded.wait(30)
+    threads[1].start()
+    try:
+        admin = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://", 1))
+        with admin.connect() as conn:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # poll for the observable fact, bounded
+                waiting = conn.execute(sa.text(
+                    "SELECT wait_event_type FROM pg_stat_activity WHERE application_name = :name"
+                ), {"name": waiter}).scalar()
+                conn.rollback()
+                if waiting == "Lock":
+                    break
+            else:
+                raise AssertionError("the second writer never waited on the patient's row lock")
+        admin.dispose()
+    finally:
+        release.set()
+        for t in threads:
+            t.join(60)
+    assert results[0].status is Status.accepted and results[0].version == 2
+    assert results[1].status is Status.accepted and results[1].version == 3
     with Engine.open(pg_url, clock=clock) as engine:
         view = engine.show("C1")
         assert view.version == 3

@@ -25,6 +25,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from starlette.concurrency import run_in_threadpool
 
 from pathway.engine import Engine
 from pathway.errors import UnknownPatient
@@ -261,15 +262,11 @@ async def post_events(request: Request, user: User = Depends(require_api_role("c
     engine = engine_of(request)
 
     def record() -> list[dict[str, Any]]:
-        return [
-            {"index": i, "line": i + 1, **result.as_dict()}
-            for i, result in enumerate(engine.record_many(items, by=user.name, batch_size=max(1, len(items))))
-        ]
+        # one transaction: every result answered is stored, or (an exception: 409/503) none is
+        return [{"index": i, "line": i + 1, **result.as_dict()}
+                for i, result in enumerate(engine.record_batch(items, by=user.name))]
 
-    from starlette.concurrency import run_in_threadpool
-
-    results = await run_in_threadpool(record)
-    return JSONResponse(results)
+    return JSONResponse(await run_in_threadpool(record))
 
 
 # -- reads -----------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -17,6 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import anyio.to_thread
+import psycopg
+import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -25,12 +29,14 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pathway import clock as clocks
 from pathway.delivery import DispatcherLocked
 from pathway.engine import Engine
 from pathway.errors import ConcurrentUpdate, StorageError
 from pathway.web import security
 from pathway.web.security import LOGIN_CSRF_COOKIE, SESSION_COOKIE, LoginRequired, is_https, verify_csrf
 from pathway.web.templating import templates
+from persistence import db
 from persistence.accounts import SESSION_HOURS, Accounts
 
 log = logging.getLogger("pathway.web")
@@ -178,14 +184,47 @@ def _error_page(request: Request, status_code: int, title: str, message: str) ->
     return HTMLResponse(template.render(context), status_code=status_code)
 
 
+#: Seconds an API token's account is remembered by a server process (a token revoked, or a user
+#: disabled, by another process stops working within this time; by this process at once).
+TOKEN_CACHE_SECONDS = 5.0
+#: Seconds a client is asked to wait before trying again after a 503 (the database is unavailable).
+RETRY_AFTER_SECONDS = 5
+UNAVAILABLE = "the database is not available; try again shortly (nothing was recorded by this request)"
+CONFLICT = ("another user changed this patient at the same time and the retries ran out: "
+            "nothing was recorded by this request; read the patient again and retry")
+
+
+def _answer_unavailable(request: Request) -> Response:
+    """503 with Retry-After: the request changed nothing and may be sent again as it is."""
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    if _wants_json(request):
+        return JSONResponse({"detail": UNAVAILABLE}, status_code=503, headers=headers)
+    response = _error_page(request, 503, "Database unavailable", UNAVAILABLE)
+    response.headers.update(headers)
+    return response
+
+
+def _answer_conflict(request: Request) -> Response:
+    if _wants_json(request):
+        return JSONResponse({"detail": CONFLICT}, status_code=409)
+    return _error_page(request, 409, "Changed meanwhile", CONFLICT)
+
+
+#: Requests a server process works on at once (worker threads; the database pool has room for
+#: them and for the dispatcher): more would only queue for the two cores and the database.
+WEB_THREADS = 20
+
+
 def create_app(engine: Engine, *, scheduler: bool = False, notifiers: Iterable[Any] | None = None,
-               accounts: Accounts | None = None) -> FastAPI:
+               accounts: Accounts | None = None, close_engine: bool = False) -> FastAPI:
     """The web app and HTTP API over `engine`. With `scheduler`, reminders are delivered in-process
     (through `notifiers`, else the engine's) while the app runs; on SQLite, if another dispatcher
-    holds the database, the app serves without one and says so in the log."""
+    holds the database, the app serves without one and says so in the log. With `close_engine`
+    the engine is closed when the app shuts down."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = WEB_THREADS
         started = False
         if scheduler:
             try:
@@ -200,6 +239,8 @@ def create_app(engine: Engine, *, scheduler: bool = False, notifiers: Iterable[A
         finally:
             if started:
                 engine.stop_scheduler(wait=True)
+            if close_engine:
+                engine.close()
 
     from pathway.web.api import openapi_components
     from pathway.web.api import router as api_router
@@ -217,7 +258,8 @@ def create_app(engine: Engine, *, scheduler: bool = False, notifiers: Iterable[A
         lifespan=lifespan,
     )
     app.state.engine = engine
-    app.state.accounts = accounts or Accounts(engine.repository.engine, engine.clock)
+    app.state.accounts = accounts or Accounts(engine.repository.engine, engine.clock,
+                                              token_cache_seconds=TOKEN_CACHE_SECONDS, monotonic=clocks.monotonic)
     app.state.dispatcher_problem = None
     app.add_middleware(BodyLimit)
     app.add_middleware(SecurityHeaders)  # outermost: its headers go on BodyLimit's refusals too
@@ -256,22 +298,31 @@ def create_app(engine: Engine, *, scheduler: bool = False, notifiers: Iterable[A
         return _error_page(request, 422, "Invalid input", message)
 
     @app.exception_handler(ConcurrentUpdate)
-    async def _conflict(request: Request, exc: ConcurrentUpdate) -> Response:
-        detail = "another user changed this patient at the same time: read it again and retry"
-        if _wants_json(request):
-            return JSONResponse({"detail": detail}, status_code=409)
-        return _error_page(request, 409, "Changed meanwhile", detail)
+    @app.exception_handler(db.WriteConflict)
+    async def _conflict(request: Request, exc: Exception) -> Response:
+        log.warning("conflict on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        return _answer_conflict(request)
 
     @app.exception_handler(StorageError)
-    async def _storage(request: Request, exc: StorageError) -> Response:
-        log.error("storage error: %s", exc)
-        detail = "the database is not available; try again shortly"
-        if _wants_json(request):
-            return JSONResponse({"detail": detail}, status_code=503)
-        return _error_page(request, 503, "Database unavailable", detail)
+    @app.exception_handler(db.DatabaseUnavailable)
+    async def _storage(request: Request, exc: Exception) -> Response:
+        log.error("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return _answer_unavailable(request)
 
+    # A driver error that escaped translation still gets its true answer (handled here, inside
+    # the app, rather than by the outermost 500 handler, which closes the connection after it).
+    @app.exception_handler(sa.exc.SQLAlchemyError)
+    @app.exception_handler(sqlite3.Error)
+    @app.exception_handler(psycopg.Error)
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
+        kind = db.classify(exc)
+        if kind is db.DatabaseUnavailable:
+            log.error("database unavailable on %s %s: %s", request.method, request.url.path, db.describe(exc))
+            return _answer_unavailable(request)
+        if kind is db.WriteConflict:
+            log.warning("conflict on %s %s: %s", request.method, request.url.path, db.describe(exc))
+            return _answer_conflict(request)
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         if _wants_json(request):
             response: Response = JSONResponse({"detail": "internal error (logged on the server)"}, status_code=500)
@@ -379,3 +430,13 @@ def create_app(engine: Engine, *, scheduler: bool = False, notifiers: Iterable[A
 
     return app
 
+
+
+def create_app_from_environment() -> FastAPI:
+    """The app of one `pathway serve --workers N` worker process (a uvicorn factory): the database
+    and policy `serve` resolved into PATHWAY_DB and PATHWAY_POLICY, no dispatcher (`pathway run`
+    processes deliver reminders), the engine closed when the worker stops."""
+    from pathway import config
+
+    engine = Engine.open(None, policy=config.load_policy(None))
+    return create_app(engine, scheduler=False, close_engine=True)

@@ -20,12 +20,14 @@ The engine is `request.app.state.engine`; the accounts store `request.app.state.
 from __future__ import annotations
 
 import hmac
+import inspect
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Form, HTTPException, Request, status
+from starlette.concurrency import run_in_threadpool
 
 from persistence.accounts import ROLES, Accounts
 
@@ -96,16 +98,27 @@ def page_user(request: Request) -> User:
     return user
 
 
-def _requiring(role: str, authenticate: Callable[[Request], User], name: str) -> Callable[[Request], User]:
-    """A dependency: the user `authenticate` finds, if their role includes `role` (else 403)."""
+def _check_role(user: User, role: str) -> User:
+    if not user.can(role):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {role} role; you are {user.role}")
+    return user
+
+
+def _requiring(role: str, authenticate: Callable[[Request], Any], name: str) -> Callable[[Request], Any]:
+    """A dependency: the user `authenticate` finds, if their role includes `role` (else 403).
+    An async `authenticate` gives an async dependency (no worker thread when it needs none)."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
 
+    if inspect.iscoroutinefunction(authenticate):
+        async def async_dependency(request: Request) -> User:
+            return _check_role(await authenticate(request), role)
+
+        async_dependency.__name__ = f"{name}_{role}"
+        return async_dependency
+
     def dependency(request: Request) -> User:
-        user = authenticate(request)
-        if not user.can(role):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {role} role; you are {user.role}")
-        return user
+        return _check_role(authenticate(request), role)
 
     dependency.__name__ = f"{name}_{role}"
     return dependency
@@ -120,19 +133,24 @@ def _unauthorized(detail: str, error: str | None = None) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": challenge})
 
 
-def api_user(request: Request) -> User:
+async def api_user(request: Request) -> User:
+    """The API's user: a bearer token's (remembered for a few seconds: most requests need no
+    database access, nor a worker thread, to authenticate), else the session's."""
     header = request.headers.get("authorization")
     if header is not None:
         scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise _unauthorized("the Authorization header must be 'Bearer <token>'", "invalid_request")
-        account = accounts(request).token_user(token) if len(token) < 200 else None
+        account = None
+        if len(token) < 200:
+            store = accounts(request)
+            account = store.cached_token_user(token) or await run_in_threadpool(store.token_user, token)
         if account is None:
             raise _unauthorized("unknown or revoked token", "invalid_token")
         user = User(account.name, account.role)
     else:
-        user_or_none = current_user(request)
+        user_or_none = await run_in_threadpool(current_user, request)
         if user_or_none is None:
             raise _unauthorized("authentication required: Authorization: Bearer <token>")
         if request.method not in ("GET", "HEAD", "OPTIONS"):
