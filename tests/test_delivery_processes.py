@@ -15,14 +15,11 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -32,80 +29,13 @@ from pathway.delivery import NETWORK_BATCH
 from persistence.outbox import StoredReminder
 from persistence.tables import patient_table, reminder_table
 from tests.builders import referral
+from tests.processes import NOW, PATHWAY, SWEEP, Dispatcher, reaped, wait_until
 from tests.sink import Received, Sink
 
-PATHWAY = str(Path(sys.executable).parent / "pathway")
 #: Referrals are recorded on this day (each plans `mdt_due` 14 days later, notified 2026-01-17 08:00 UTC)...
 REFERRED = "2026-01-05"
 RECORDED_AT = datetime(2026, 1, 6, 9, 0, tzinfo=UTC)
-#: ... and the dispatchers run with the clock pinned here (PATHWAY_NOW): every reminder is due, late.
-NOW = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
-SWEEP = "0.2"
-
-
-# -- processes -----------------------------------------------------------------------------------
-
-
-class Dispatcher:
-    """A `pathway run --webhook URL --sweep 0.2` subprocess, its stderr in a file."""
-
-    def __init__(self, name: str, db_url: str, webhook: str, folder: Path, *extra: str):
-        self.name = name
-        self.log = folder / f"{name}.stderr"
-        env = dict(os.environ, PATHWAY_NOW=NOW.isoformat(), PATHWAY_DB=db_url)
-        env.pop("PATHWAY_POLICY", None)
-        self._err: IO[bytes] = open(self.log, "wb")  # noqa: SIM115 (closed by reap)
-        self.proc = subprocess.Popen(
-            [PATHWAY, "run", "--webhook", webhook, "--sweep", SWEEP, *extra],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._err, env=env,
-        )
-        self.pid = self.proc.pid
-
-    def stderr(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def poll(self) -> int | None:
-        return self.proc.poll()
-
-    def terminate(self, timeout: float = 30) -> int:
-        """SIGTERM, then its exit status (it must stop by itself within `timeout`)."""
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
-
-    def reap(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=30)
-        self._err.close()
-
-    def __repr__(self) -> str:
-        return f"{self.name} (pid {self.pid})"
-
-
-@contextmanager
-def reaped(processes: list[Dispatcher]) -> Iterator[list[Dispatcher]]:
-    """Whatever happens, every process started in the block is killed and waited for."""
-    try:
-        yield processes
-    finally:
-        for process in processes:
-            process.reap()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str, watch: Sequence[Dispatcher] = (),
-               every: float = 0.01) -> float:
-    """Poll `condition` until true; fail at the deadline, or as soon as a watched process exits.
-    Returns the seconds it took."""
-    start = time.monotonic()
-    while not condition():
-        for process in watch:
-            if process.poll() is not None:
-                pytest.fail(f"{process} exited with {process.poll()} while waiting for {what}:\n{process.stderr()}")
-        if time.monotonic() - start > timeout:
-            logs = "\n".join(f"--- {p}:\n{p.stderr()[-3000:]}" for p in watch)
-            pytest.fail(f"waited {timeout} s for {what} in vain\n{logs}")
-        time.sleep(every)
-    return time.monotonic() - start
+# ... and the dispatchers run with the clock pinned at NOW (PATHWAY_NOW): every reminder is due, late.
 
 
 def delivered_counts(stderr: str) -> int:
