@@ -3,14 +3,14 @@
     pathway record FILE|-   [--json]     apply events in order (JSON Lines; '-' = stdin)
     pathway show PATIENT    [--json]     state, history, pending reminders, advice
     pathway worklist [--today DATE] [--days N] [--json]
-    pathway run [--log] [--webhook URL] [--email ADDR --smtp HOST:PORT] [--once]
+    pathway run [--log] [--webhook URL] [--email ADDR --smtp HOST:PORT] [--once] [-v]
                                          deliver reminders (until SIGINT/SIGTERM, or once)
     pathway reminders [--patient P] [--status S] [--failed] [--json]
                                          reminders with their delivery record
     pathway retry KEY ... | --all        queue failed deliveries again
     pathway verify [PATIENT ...]         replay histories and compare with what is stored
     pathway db upgrade                   apply database migrations
-    pathway serve [--host H] [--port P] [--no-scheduler] [--behind-proxy [--forwarded-allow-ips IPS]] [notifier options of run]
+    pathway serve [--host H] [--port P] [--no-scheduler] [--behind-proxy [--forwarded-allow-ips IPS]] [notifier options of run] [-v]
                                          the web app and the HTTP API (/api/v1)
     pathway user add NAME --role R | user list | user password NAME | user disable NAME
     pathway token create USER | token list | token revoke TOKEN_ID
@@ -23,6 +23,7 @@ could not be used; 4 another dispatcher already runs on this SQLite database.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections import deque
@@ -87,6 +88,28 @@ def _open(db_url: str | None, policy_file: str | None, *, create: bool = True) -
         raise Fail(str(exc), EXIT_USAGE) from exc
     except StorageError as exc:
         raise Fail(str(exc), EXIT_STORAGE) from exc
+
+
+#: Third-party loggers that report routine work at INFO: `transitions` a line per fired transition
+#: (most of a busy server's log), Alembic its migration context on every start. WARNING unless -v.
+CHATTY_LOGGERS = ("transitions", "alembic")
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Logging of the long-running commands (`run`, `serve`): timestamped records on stderr, the
+    project's own loggers (`pathway.*`) at INFO; `transitions` and Alembic at WARNING unless
+    `verbose`; APScheduler's notices ("skipped: maximum number of running instances") at ERROR.
+    (Alembic's env.py configures no logging: this is the only set-up.)"""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
+
+
+def verbose_option(fn: Any) -> Any:
+    return click.option("-v", "--verbose", is_flag=True,
+                        help="Log third-party INFO too (state-machine transitions, database migrations).")(fn)
 
 
 def common(fn: Any) -> Any:
@@ -285,8 +308,8 @@ def worklist(today: date | None, days: int, as_json: bool, db_url: str | None, p
 
 def _smtp_address(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise Fail(f"--smtp must be HOST:PORT (e.g. smtp.hospital.nhs.uk:25), got '{value}'", EXIT_USAGE)
+    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise Fail(f"--smtp must be HOST:PORT (e.g. smtp.hospital.nhs.uk:25), got {value!r}", EXIT_USAGE)
     return host, int(port)
 
 
@@ -338,20 +361,17 @@ def _report_line(report: delivery.DispatchReport) -> str:
 @click.option("--once", is_flag=True, help="Deliver everything due now and exit (for cron and systemd timers).")
 @click.option("--sweep", type=click.FloatRange(0.05, 3600), default=delivery.SWEEP_SECONDS, show_default=True,
               help="Seconds between safety sweeps of the reminder table.")
+@verbose_option
 @common
 def run(log_: bool, webhooks: tuple[str, ...], emails: tuple[str, ...], smtp: str | None, sender: str,
-        timeout: float, once: bool, sweep: float, db_url: str | None, policy_file: str | None) -> None:
+        timeout: float, once: bool, sweep: float, verbose: bool, db_url: str | None, policy_file: str | None) -> None:
     """Deliver reminders when they fall due, until SIGINT/SIGTERM (graceful: the delivery in
     flight is finished). Reminders that fell due while nothing ran are delivered at start, late."""
-    import logging
     import signal
     import threading
 
-    # a long-running service: timestamped warnings (retries, failures, orphaned claims) on stderr;
-    # APScheduler's own notices ("skipped: maximum number of running instances") are noise here
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apscheduler").setLevel(logging.ERROR)
+    # a long-running service: timestamped warnings (retries, failures, orphaned claims) on stderr
+    configure_logging(verbose)
     try:
         notifiers = _notifiers(log_, webhooks, emails, smtp, sender, timeout)
     except ConfigurationError as exc:
@@ -645,21 +665,18 @@ def token_list(db_url: str | None, policy_file: str | None) -> None:
 @click.option("--forwarded-allow-ips", default="127.0.0.1", show_default=True, metavar="IPS",
               help="With --behind-proxy: the proxy addresses (comma-separated) whose X-Forwarded-* are trusted.")
 @notifier_options
+@verbose_option
 @common
 def serve(host: str, port: int, no_scheduler: bool, behind_proxy: bool, forwarded_allow_ips: str, log_: bool,
           webhooks: tuple[str, ...], emails: tuple[str, ...], smtp: str | None, sender: str, timeout: float,
-          db_url: str | None, policy_file: str | None) -> None:
+          verbose: bool, db_url: str | None, policy_file: str | None) -> None:
     """Serve the coordinator web app and the HTTP API (/api/v1), delivering reminders in-process
     (through the notifier options given; --log when none is)."""
-    import logging
-
     import uvicorn
 
     from pathway.web import create_app
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apscheduler").setLevel(logging.ERROR)
+    configure_logging(verbose)
     notifiers = None
     if not no_scheduler:
         if not (log_ or webhooks or emails or smtp):
