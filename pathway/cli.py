@@ -3,14 +3,14 @@
     pathway record FILE|-   [--json]     apply events in order (JSON Lines; '-' = stdin)
     pathway show PATIENT    [--json]     state, history, pending reminders, advice
     pathway worklist [--today DATE] [--days N] [--json]
-    pathway run [--log] [--webhook URL] [--email ADDR --smtp HOST:PORT] [--once]
+    pathway run [--log] [--webhook URL] [--email ADDR --smtp HOST:PORT] [--once] [-v]
                                          deliver reminders (until SIGINT/SIGTERM, or once)
     pathway reminders [--patient P] [--status S] [--failed] [--json]
                                          reminders with their delivery record
     pathway retry KEY ... | --all        queue failed deliveries again
     pathway verify [PATIENT ...]         replay histories and compare with what is stored
     pathway db upgrade                   apply database migrations
-    pathway serve [--host H] [--port P] [--no-scheduler] [--behind-proxy [--forwarded-allow-ips IPS]] [notifier options of run]
+    pathway serve [--host H] [--port P] [--no-scheduler] [--behind-proxy [--forwarded-allow-ips IPS]] [notifier options of run] [-v]
                                          the web app and the HTTP API (/api/v1)
     pathway user add NAME --role R | user list | user password NAME | user disable NAME
     pathway token create USER | token list | token revoke TOKEN_ID
@@ -38,6 +38,7 @@ from rich.text import Text
 
 from pathway import clock as clocks
 from pathway import config, delivery
+from pathway.config import configure_logging
 from pathway.engine import Engine, PatientView, Result
 from pathway.errors import ConcurrentUpdate, ConfigurationError, PathwayError, StorageError, UnknownPatient
 from persistence import db as dbmod
@@ -87,6 +88,11 @@ def _open(db_url: str | None, policy_file: str | None, *, create: bool = True) -
         raise Fail(str(exc), EXIT_USAGE) from exc
     except StorageError as exc:
         raise Fail(str(exc), EXIT_STORAGE) from exc
+
+
+def verbose_option(fn: Any) -> Any:
+    return click.option("-v", "--verbose", is_flag=True,
+                        help="Log third-party INFO too (state-machine transitions, database migrations).")(fn)
 
 
 def common(fn: Any) -> Any:
@@ -285,8 +291,8 @@ def worklist(today: date | None, days: int, as_json: bool, db_url: str | None, p
 
 def _smtp_address(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise Fail(f"--smtp must be HOST:PORT (e.g. smtp.hospital.nhs.uk:25), got '{value}'", EXIT_USAGE)
+    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise Fail(f"--smtp must be HOST:PORT (e.g. smtp.hospital.nhs.uk:25), got {value!r}", EXIT_USAGE)
     return host, int(port)
 
 
@@ -338,20 +344,17 @@ def _report_line(report: delivery.DispatchReport) -> str:
 @click.option("--once", is_flag=True, help="Deliver everything due now and exit (for cron and systemd timers).")
 @click.option("--sweep", type=click.FloatRange(0.05, 3600), default=delivery.SWEEP_SECONDS, show_default=True,
               help="Seconds between safety sweeps of the reminder table.")
+@verbose_option
 @common
 def run(log_: bool, webhooks: tuple[str, ...], emails: tuple[str, ...], smtp: str | None, sender: str,
-        timeout: float, once: bool, sweep: float, db_url: str | None, policy_file: str | None) -> None:
+        timeout: float, once: bool, sweep: float, verbose: bool, db_url: str | None, policy_file: str | None) -> None:
     """Deliver reminders when they fall due, until SIGINT/SIGTERM (graceful: the delivery in
     flight is finished). Reminders that fell due while nothing ran are delivered at start, late."""
-    import logging
     import signal
     import threading
 
-    # a long-running service: timestamped warnings (retries, failures, orphaned claims) on stderr;
-    # APScheduler's own notices ("skipped: maximum number of running instances") are noise here
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apscheduler").setLevel(logging.ERROR)
+    # a long-running service: timestamped warnings (retries, failures, orphaned claims) on stderr
+    configure_logging(verbose)
     try:
         notifiers = _notifiers(log_, webhooks, emails, smtp, sender, timeout)
     except ConfigurationError as exc:
@@ -648,14 +651,13 @@ def token_list(db_url: str | None, policy_file: str | None) -> None:
 @click.option("--forwarded-allow-ips", default="127.0.0.1", show_default=True, metavar="IPS",
               help="With --behind-proxy: the proxy addresses (comma-separated) whose X-Forwarded-* are trusted.")
 @notifier_options
+@verbose_option
 @common
 def serve(host: str, port: int, workers: int, no_scheduler: bool, behind_proxy: bool, forwarded_allow_ips: str,
           log_: bool, webhooks: tuple[str, ...], emails: tuple[str, ...], smtp: str | None, sender: str,
-          timeout: float, db_url: str | None, policy_file: str | None) -> None:
+          timeout: float, verbose: bool, db_url: str | None, policy_file: str | None) -> None:
     """Serve the coordinator web app and the HTTP API (/api/v1), delivering reminders in-process
     (through the notifier options given; --log when none is)."""
-    import logging
-
     import uvicorn
 
     from pathway.web import create_app
@@ -663,9 +665,7 @@ def serve(host: str, port: int, workers: int, no_scheduler: bool, behind_proxy: 
     if workers > 1 and not no_scheduler:
         raise Fail("--workers runs several server processes, which deliver no reminders: run `pathway run` "
                    "(several on PostgreSQL, one on SQLite) beside them and add --no-scheduler", EXIT_USAGE)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apscheduler").setLevel(logging.ERROR)
+    configure_logging(verbose)
     notifiers = None
     if not no_scheduler:
         if not (log_ or webhooks or emails or smtp):
@@ -691,6 +691,7 @@ def serve(host: str, port: int, workers: int, no_scheduler: bool, behind_proxy: 
     os.environ["PATHWAY_DB"] = config.database_url(db_url)
     if policy_file is not None:
         os.environ["PATHWAY_POLICY"] = os.path.abspath(policy_file)
+    os.environ[config.VERBOSE_ENV] = "1" if verbose else ""
     uvicorn.run("pathway.web.app:create_app_from_environment", factory=True, workers=workers, **options)
 
 

@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import tomllib
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from pathway.errors import ConfigurationError
 from states.policy import DEFAULT_POLICY, Policy, PolicyError
 
 DEFAULT_DB = "sqlite:///pathway.db"
+#: Set by `pathway serve --workers N -v` for its worker processes (which configure their own logging).
+VERBOSE_ENV = "PATHWAY_LOG_VERBOSE"
 
 
 def database_url(flag: str | None = None) -> str:
@@ -41,3 +45,20 @@ def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
         return Policy.from_mapping(data, origin=str(file))
     except PolicyError as exc:
         raise ConfigurationError(str(exc)) from exc
+
+
+#: Third-party loggers that report routine work at INFO: `transitions` a line per fired transition
+#: (most of a busy server's log), Alembic its migration context on every start. WARNING unless -v.
+CHATTY_LOGGERS = ("transitions", "alembic")
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Logging of the long-running commands (`run`, `serve`): timestamped records on stderr, the
+    project's own loggers (`pathway.*`) at INFO; `transitions` and Alembic at WARNING unless
+    `verbose`; APScheduler's notices ("skipped: maximum number of running instances") at ERROR.
+    (Alembic's env.py configures no logging: this is the only set-up.)"""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)

@@ -27,15 +27,19 @@ import http.client
 import json
 import logging
 import os
+import re
 import smtplib
 import sys
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.errors import MessageError
+from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import IO, Any, Protocol
 
@@ -74,6 +78,80 @@ class Notifier(Protocol):
 
 
 # -- notifiers -----------------------------------------------------------------------------------
+#
+# A setting a notifier cannot use as given (issue 8, D4: a URL or address with CR/LF would be
+# accepted, then fail every delivery with a misleading message) is refused when the notifier is
+# made, with a ConfigurationError naming the `pathway run`/`serve` option that carries it, saying
+# what is wrong and showing the value escaped (repr: a CR LF shows as \r\n, never raw).
+
+_CHARACTER_NAMES = {"\r": "a carriage return (CR)", "\n": "a line feed (LF)", "\t": "a tab",
+                    "\0": "a NUL character", " ": "a space"}
+
+
+def _control_character(value: str) -> str | None:
+    """The first control character of `value` (CR, LF, NUL, tab, other unprintable ones), described."""
+    for char in value:
+        if not char.isprintable():
+            return _CHARACTER_NAMES.get(char, f"the unprintable character U+{ord(char):04X}")
+    return None
+
+
+def _check_url(url: str) -> None:
+    """A URL urllib can POST to as given: http or https, a host, no credentials (urllib would
+    not send them: they would be taken for part of the host), nothing to escape."""
+    shown = repr(re.sub(r"(?<=://)[^/?#]*@", "***@", url))  # credentials never repeated
+    problem = _control_character(url) or (_CHARACTER_NAMES[" "] if " " in url else None)
+    if problem:
+        raise ConfigurationError(f"--webhook: {shown} contains {problem}: a URL has no control characters or "
+                                 "spaces (percent-encode a space as %20; check the shell quoting)")
+    if not url.isascii():
+        raise ConfigurationError(f"--webhook: {shown} contains non-ASCII characters: percent-encode them "
+                                 "(and give an international host name in its xn-- form)")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # a bad port, a broken [IPv6] host
+        raise ConfigurationError(f"--webhook: {shown} has a bad host or port ({exc}): give "
+                                 "http(s)://HOST[:PORT]/PATH with a port from 1 to 65535") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ConfigurationError(f"--webhook: {shown} is not an http:// or https:// URL: give the receiver's "
+                                 "URL, such as https://emr.example/hook")
+    if not parts.hostname:
+        raise ConfigurationError(f"--webhook: {shown} has no host: give http(s)://HOST[:PORT]/PATH")
+    if port == 0:
+        raise ConfigurationError(f"--webhook: {shown} has port 0: give a port from 1 to 65535")
+    if "@" in parts.netloc:
+        raise ConfigurationError(f"--webhook: {shown} carries credentials (user:password@), which the notifier "
+                                 "does not send: remove them (a receiver that needs a secret can take it in "
+                                 "the path or the query)")
+
+
+def _check_address(option: str, address: str) -> None:
+    """One plain addr-spec (local@domain): no display name, comment, <> or second address."""
+    example = "pathway@hospital.example" if option == "--from" else "mdt@hospital.example"
+    fix = f"give one plain address, such as {example}"
+    shown = repr(address)
+    problem = _control_character(address)
+    if problem:
+        raise ConfigurationError(f"{option}: {shown} contains {problem}: {fix}")
+    if "," in address or ";" in address:
+        more = ("the sender is one address" if option == "--from"
+                else "give one address per --email (repeat the option for several recipients)")
+        raise ConfigurationError(f"{option}: {shown} holds several addresses: {more}")
+    if " " in address:
+        raise ConfigurationError(f"{option}: {shown} contains a space: {fix} (without a display name)")
+    if not address:
+        raise ConfigurationError(f"{option}: the address is empty: {fix}")
+    _, at, domain = address.rpartition("@")
+    if not at or not domain:
+        raise ConfigurationError(f"{option}: {shown} has no domain (the part after @): {fix}")
+    try:
+        plain = Address(addr_spec=address).addr_spec == address
+    except (ValueError, IndexError, MessageError):
+        plain = False
+    if not plain:
+        raise ConfigurationError(f"{option}: {shown} is not a plain e-mail address: {fix} "
+                                 "(a display name, a comment or <> is not accepted)")
 
 
 class LogNotifier:
@@ -96,13 +174,14 @@ class LogNotifier:
 
 class WebhookNotifier:
     """HTTP POST of the reminder as JSON, with header `Idempotency-Key: <key>`; any 2xx is a
-    delivery, anything else (or no answer within `timeout` seconds) a failed attempt."""
+    delivery, anything else (or no answer within `timeout` seconds) a failed attempt. A URL it
+    cannot post to as given (not http/https, no host, control characters, spaces, non-ASCII,
+    user:password@) raises ConfigurationError."""
 
     name = "webhook"
 
     def __init__(self, url: str, *, timeout: float = 10.0):
-        if not url.startswith(("http://", "https://")):
-            raise ConfigurationError(f"--webhook: '{url}' is not an http:// or https:// URL")
+        _check_url(url)
         self.url = url
         self.timeout = timeout
 
@@ -128,7 +207,9 @@ class WebhookNotifier:
 
 
 class EmailNotifier:
-    """One plain-text e-mail per reminder through an SMTP relay. It names the patient by id only."""
+    """One plain-text e-mail per reminder through an SMTP relay. It names the patient by id only.
+    Recipients and sender are plain addresses (local@domain), one per item; one that is not, or a
+    relay host with control characters or spaces, raises ConfigurationError."""
 
     name = "email"
 
@@ -136,8 +217,19 @@ class EmailNotifier:
                  timeout: float = 10.0, starttls: bool = False, username: str | None = None,
                  password: str | None = None):
         self.to = [to] if isinstance(to, str) else list(to)
-        if not self.to or not all("@" in address for address in self.to):
-            raise ConfigurationError(f"--email: '{', '.join(self.to)}' is not an e-mail address")
+        if not self.to:
+            raise ConfigurationError("--email: no recipient: give at least one address")
+        for address in self.to:
+            _check_address("--email", address)
+        _check_address("--from", sender)
+        if not host:
+            raise ConfigurationError("--smtp: no host: give HOST:PORT, such as smtp.hospital.example:25")
+        problem = _control_character(host) or (_CHARACTER_NAMES[" "] if " " in host else None)
+        if problem:
+            raise ConfigurationError(f"--smtp: the host {host!r} contains {problem}: give HOST:PORT, such as "
+                                     "smtp.hospital.example:25")
+        if not (isinstance(port, int) and 0 < port < 65536):
+            raise ConfigurationError(f"--smtp: port {port!r} is not a whole number from 1 to 65535")
         self.host, self.port, self.sender, self.timeout = host, port, sender, timeout
         self.starttls, self.username, self.password = starttls, username, password
 

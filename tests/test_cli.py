@@ -275,3 +275,120 @@ def test_reading_commands_refuse_a_database_that_does_not_exist_instead_of_creat
 def test_an_unsupported_database_url_is_a_usage_error(run) -> None:
     result = run("worklist", "--db", "mysql://x/y")
     assert result.exit_code == 2 and "unsupported database URL scheme 'mysql'" in result.output
+
+
+# -- the notifier settings of run and serve (issue 8, D4) ------------------------------------------
+
+BAD_NOTIFIER_SETTINGS = [
+    pytest.param("--webhook", ["--webhook", "http://h/hook\r\nX-Injected: 1"], id="webhook"),
+    pytest.param("--email", ["--email", "mdt@hospital.example\r\nBcc: x@y.example", "--smtp", "smtp.example:25"],
+                 id="email"),
+    pytest.param("--from", ["--email", "mdt@hospital.example", "--smtp", "smtp.example:25",
+                            "--from", "pathway@hospital.example\r\nBcc: x@y.example"], id="from"),
+    pytest.param("--smtp", ["--email", "mdt@hospital.example", "--smtp", "smtp.example\r\nRSET:25"], id="smtp"),
+]
+
+
+@pytest.mark.parametrize(("option", "settings"), BAD_NOTIFIER_SETTINGS)
+def test_run_refuses_a_notifier_setting_with_cr_lf_with_status_2_naming_the_option_before_opening_the_database(
+        run, tmp_path: Path, option: str, settings: list[str]) -> None:
+    database = tmp_path / "never.db"  # opening it first would exit 3 (no database)
+    result = run("run", *settings, "--once", "--db", f"sqlite:///{database}")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"Error: {option}: ") and "\\r\\n" in result.output  # shown escaped
+    assert not database.exists()
+
+
+@pytest.mark.parametrize(("option", "settings"), BAD_NOTIFIER_SETTINGS)
+def test_serve_refuses_a_notifier_setting_with_cr_lf_with_status_2_naming_the_option_without_serving(
+        run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: str, settings: list[str]) -> None:
+    import uvicorn
+
+    served: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append(kwargs))
+    database = tmp_path / "never.db"  # serve creates a missing SQLite file when it opens it
+    result = run("serve", *settings, "--db", f"sqlite:///{database}")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"Error: {option}: ") and "\\r\\n" in result.output
+    assert served == [] and not database.exists()
+
+
+# -- logging of the long-running commands (issue 8) ------------------------------------------------
+
+PATHWAY = str(Path(sys.executable).with_name("pathway"))
+
+LOGGING_PROBE = """
+import logging, sys
+from pathway.cli import configure_logging
+configure_logging(verbose=sys.argv[1] == "verbose")
+logging.getLogger("transitions.core").info("transitions informs")
+logging.getLogger("alembic.runtime.migration").info("alembic informs")
+logging.getLogger("transitions.core").warning("transitions warns")
+for name in ("pathway", "pathway.web", "pathway.delivery"):
+    logging.getLogger(name).info("%s informs", name)
+"""
+
+#: `pathway serve` on a new database, uvicorn.run replaced by uvicorn's own logging set-up and three
+#: events recorded through the app's engine (transitions fire) and an invalid one (logged by pathway).
+SERVE_PROBE = """
+import json, sys
+import uvicorn
+
+def run(app, **kwargs):
+    uvicorn.Config(app, **kwargs)
+    for line in open(sys.argv[1]).read().splitlines()[:3]:
+        assert app.state.engine.record(json.loads(line)).status == "accepted"
+    app.state.engine.record({"patient": "V1", "type": "no_such_type", "on": "2026-10-13"})
+
+uvicorn.run = run
+from pathway.cli import main
+main(["serve", "--no-scheduler", *sys.argv[2:]])
+"""
+
+
+def env_with_db(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PATHWAY_POLICY"}
+    env.update(PATHWAY_DB=f"sqlite:///{tmp_path / 'logs.db'}", PATHWAY_NOW=NOW)
+    return env
+
+
+@pytest.mark.parametrize(("mode", "chatter_shown"), [("default", False), ("verbose", True)])
+def test_logging_lets_transitions_and_alembic_info_through_only_when_verbose_and_the_projects_info_always(
+        mode: str, chatter_shown: bool) -> None:
+    proc = subprocess.run([sys.executable, "-c", LOGGING_PROBE, mode], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert ("transitions informs" in proc.stderr) is chatter_shown
+    assert ("alembic informs" in proc.stderr) is chatter_shown
+    assert "transitions warns" in proc.stderr
+    for name in ("pathway", "pathway.web", "pathway.delivery"):
+        assert f"INFO {name}: {name} informs" in proc.stderr
+
+
+@pytest.mark.parametrize(("flags", "chatter_shown"), [([], False), (["-v"], True), (["--verbose"], True)])
+def test_serve_logs_no_transitions_or_alembic_info_unless_verbose(tmp_path: Path, flags: list[str],
+                                                                 chatter_shown: bool) -> None:
+    proc = subprocess.run([sys.executable, "-c", SERVE_PROBE, str(V1), *flags], env=env_with_db(tmp_path),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert ("INFO transitions.core: Finished processing state" in proc.stderr) is chatter_shown
+    assert ("INFO alembic.runtime.migration: Running upgrade" in proc.stderr) is chatter_shown
+    assert "INFO pathway: invalid event patient=V1 type=no_such_type" in proc.stderr
+
+
+def test_run_logs_no_alembic_info_unless_verbose(tmp_path: Path) -> None:
+    env = env_with_db(tmp_path)
+    assert subprocess.run([PATHWAY, "record", str(V1)], env=env, capture_output=True, timeout=120).returncode == 0
+    quiet = subprocess.run([PATHWAY, "run", "--once", "--log"], env=env, capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0 and "delivered 14 reminders" in quiet.stderr, quiet.stderr
+    assert "alembic" not in quiet.stderr
+    loud = subprocess.run([PATHWAY, "run", "--once", "--log", "-v"], env=env, capture_output=True, text=True, timeout=120)
+    assert loud.returncode == 0, loud.stderr
+    assert "INFO alembic.runtime.migration: Context impl SQLiteImpl." in loud.stderr
+
+
+def test_record_and_show_on_a_new_database_print_no_alembic_line(tmp_path: Path) -> None:
+    env = env_with_db(tmp_path)
+    for command in (["record", str(V1)], ["show", "V1"]):
+        proc = subprocess.run([PATHWAY, *command], env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert "alembic" not in proc.stderr and "Context impl" not in proc.stderr and "upgrade" not in proc.stderr

@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from click.testing import CliRunner
 
-from pathway import Engine, ManualClock
+from pathway import ConfigurationError, Engine, ManualClock
 from pathway.cli import main
 from pathway.delivery import (
     DeliveryError,
@@ -641,6 +641,94 @@ def test_an_email_relay_that_does_not_answer_fails_the_attempt_without_patient_d
                         datetime(2026, 1, 17, 8, tzinfo=UTC), "first discussion", 1)
     message = failure_of(EmailNotifier("a@b.example", "127.0.0.1", port, timeout=1), delivery)
     assert f"127.0.0.1:{port}" in message and "PE9" not in message
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("http://h/hook\r\nX-Injected: 1", "carriage return (CR)"),
+    ("http://h/hook\nX-Injected: 1", "line feed (LF)"),
+    ("http://h/ho\x00ok", "NUL"),
+    ("http://h/hook\t", "tab"),
+    ("http://h/my hook", "space"),
+    (" http://h/hook", "space"),
+    ("http://h/h\u00e9", "non-ASCII"),
+    ("ftp://h/hook", "not an http:// or https:// URL"),
+    ("h/hook", "not an http:// or https:// URL"),
+    ("http:///hook", "no host"),
+    ("http://:8080/hook", "no host"),
+    ("http://h:99999/hook", "port"),
+    ("http://h:port/hook", "port"),
+    ("https://user:s3cr3t-pw@h/hook", "credentials"),
+], ids=lambda value: repr(value)[:24])
+def test_a_webhook_url_that_cannot_be_posted_to_as_given_is_refused_when_the_notifier_is_made(
+        url: str, problem: str) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        WebhookNotifier(url)
+    message = str(refused.value)
+    assert message.startswith("--webhook: ") and problem in message
+    assert "\r" not in message and "\n" not in message and "\x00" not in message  # shown escaped
+    assert "s3cr3t-pw" not in message  # a password in the URL is not repeated
+
+
+@pytest.mark.parametrize("url", ["http://h/hook", "https://emr.example:8443/api/reminders?source=pathway&v=2",
+                                 "HTTPS://EMR.EXAMPLE/hook", "http://[::1]:8080/hook", "http://10.0.0.5/a%20b"])
+def test_a_plain_http_or_https_url_makes_a_webhook_notifier(url: str) -> None:
+    assert WebhookNotifier(url).url == url
+
+
+@pytest.mark.parametrize(("option", "address", "problem"), [
+    ("--email", "mdt@hospital.example\r\nBcc: x@y.example", "carriage return (CR)"),
+    ("--email", "mdt@hospital.example\n", "line feed (LF)"),
+    ("--email", "mdt@hosp\x00ital.example", "NUL"),
+    ("--email", "mdt@hospital.example, audit@hospital.example", "several addresses"),
+    ("--email", "mdt@hospital.example;audit@hospital.example", "one address per --email"),
+    ("--email", "MDT Team <mdt@hospital.example>", "space"),
+    ("--email", "MDT<mdt@hospital.example>", "display name"),
+    ("--email", "mdt", "no domain"),
+    ("--email", "mdt@", "no domain"),
+    ("--email", "@hospital.example", "not a plain e-mail address"),
+    ("--email", "", "empty"),
+    ("--from", "pathway@hospital.example\r\nBcc: x@y.example", "carriage return (CR)"),
+    ("--from", "Pathway\r\n <pathway@hospital.example>", "carriage return (CR)"),
+    ("--from", "a@b.example, c@d.example", "the sender is one address"),
+    ("--from", "pathway", "no domain"),
+    ("--from", "(note)pathway@hospital.example", "display name"),
+], ids=lambda value: repr(value)[:24])
+def test_an_email_setting_that_is_not_one_plain_address_is_refused_when_the_notifier_is_made(
+        option: str, address: str, problem: str) -> None:
+    to, sender = (address, "pathway@localhost") if option == "--email" else ("mdt@hospital.example", address)
+    with pytest.raises(ConfigurationError) as refused:
+        EmailNotifier(to, "smtp.hospital.example", 25, sender=sender)
+    message = str(refused.value)
+    assert message.startswith(f"{option}: ") and problem in message
+    assert "\r" not in message and "\n" not in message and "\x00" not in message
+
+
+def test_one_bad_address_among_several_recipients_refuses_the_email_notifier() -> None:
+    with pytest.raises(ConfigurationError, match="^--email: 'audit@hospital.example\\\\r\\\\nBcc"):
+        EmailNotifier(["mdt@hospital.example", "audit@hospital.example\r\nBcc: x@y.example"], "smtp.example")
+
+
+@pytest.mark.parametrize(("host", "problem"), [
+    ("smtp.hospital.example\r\nRCPT TO:<x@y>", "carriage return (CR)"),
+    ("smtp.hospital.example\n", "line feed (LF)"),
+    ("smtp hospital.example", "space"),
+    ("smtp.hospital.example\t", "tab"),
+    ("", "no host"),
+], ids=lambda value: repr(value)[:24])
+def test_an_smtp_host_with_control_characters_or_spaces_is_refused_when_the_notifier_is_made(
+        host: str, problem: str) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        EmailNotifier("mdt@hospital.example", host, 25)
+    message = str(refused.value)
+    assert message.startswith("--smtp: ") and problem in message and "\r" not in message and "\n" not in message
+
+
+def test_plain_addresses_and_a_plain_smtp_host_make_an_email_notifier() -> None:
+    notifier = EmailNotifier(["mdt.coordinator@hospital.example", "audit+pathway@nhs.example"], "smtp-1.hospital.example",
+                             587, sender="pathway@localhost")
+    assert (notifier.to, notifier.host, notifier.port, notifier.sender) == (
+        ["mdt.coordinator@hospital.example", "audit+pathway@nhs.example"], "smtp-1.hospital.example", 587,
+        "pathway@localhost")
 
 
 # -- 9. the APScheduler glue, in real time ---------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -438,5 +439,6 @@ def create_app_from_environment() -> FastAPI:
     processes deliver reminders), the engine closed when the worker stops."""
     from pathway import config
 
+    config.configure_logging(bool(os.environ.get(config.VERBOSE_ENV)))
     engine = Engine.open(None, policy=config.load_policy(None))
     return create_app(engine, scheduler=False, close_engine=True)
