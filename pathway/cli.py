@@ -13,6 +13,7 @@
     pathway serve [--host H] [--port P] [--no-scheduler] [--behind-proxy [--forwarded-allow-ips IPS]] [notifier options of run] [-v]
                                          the web app and the HTTP API (/api/v1)
     pathway user add NAME --role R | user list | user password NAME | user disable NAME
+    pathway user unlock NAME | user unlock --address IP   forget failed logins (login throttling)
     pathway token create USER | token list | token revoke TOKEN_ID
 
 Exit status: 0 success; 1 an event was refused or invalid, or a patient is unknown, or a check
@@ -569,6 +570,35 @@ def user_disable(name: str, enable: bool, db_url: str | None, policy_file: str |
         except AccountError as exc:
             raise Fail(str(exc), EXIT_USAGE) from exc
     click.echo(f"user {name} {'enabled' if enable else 'disabled'}")
+
+
+@user_group.command(name="unlock")
+@click.argument("name", required=False)
+@click.option("--address", metavar="IP", default=None, help="Forget the failed logins from this client address instead.")
+@common
+def user_unlock(name: str | None, address: str | None, db_url: str | None, policy_file: str | None) -> None:
+    """Forget the failed logins of user NAME (every browser and address), or from --address IP:
+    their logins no longer wait."""
+    import getpass
+    import logging
+
+    from persistence.accounts import AccountError
+
+    if (name is None) == (address is None):
+        raise Fail("give a user NAME or --address IP (one of them)", EXIT_USAGE)
+    with _open(db_url, policy_file) as engine:
+        try:
+            forgotten = (_accounts(engine).unlock_user(name) if name is not None
+                         else _accounts(engine).unlock_address(address or ""))
+        except AccountError as exc:
+            raise Fail(str(exc), EXIT_PROBLEM) from exc
+    try:
+        operator = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        operator = f"uid {os.getuid()}"
+    what = f"the logins of {name}" if name is not None else f"the logins from {address}"
+    logging.getLogger("pathway.cli").info("%s unlocked %s (command line)", operator, what)
+    click.echo(f"unlocked {what}: {forgotten} failed login{'' if forgotten == 1 else 's'} forgotten")
 
 
 @user_group.command(name="list")

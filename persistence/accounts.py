@@ -1,8 +1,21 @@
 """Accounts of the web app and the HTTP API: users, API tokens, login sessions, login throttling.
 
 All the SQL of accounts lives here (SQLAlchemy Core over the repository's engine; SQLite and
-PostgreSQL). Secrets are never stored: passwords as argon2id hashes, API tokens and session ids as
-SHA-256 hex digests of random secrets (a token is shown once, when it is created).
+PostgreSQL). Secrets are never stored: passwords as argon2id hashes, API tokens, session ids and
+device cookies as SHA-256 hex digests of random secrets (a token is shown once, when it is created).
+
+Login throttling (issue 8) keeps guessing bounded without letting anyone lock a user out. Every
+attempt is recorded as a failure before its password is checked (and forgotten if it succeeds);
+failures are counted per key in a sliding window (FAILURE_WINDOW), and an attempt waits while a
+key it counts against has reached its limit, until the oldest failure counted there leaves the
+window. The keys of an attempt for NAME:
+
+- from a browser known for NAME (its `pathway_device` cookie was set at a login as NAME):
+  (NAME, that browser) only. Nobody else's failures lock a user out of their own browser.
+- from any other browser: (NAME, address), NAME from unknown browsers anywhere (distributed
+  guessing), and the address across names from unknown browsers (password spraying).
+
+An admin's unlock (`unlock_user`, `unlock_address`) forgets the failures at once.
 """
 
 from __future__ import annotations
@@ -19,9 +32,10 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy.dialects import postgresql, sqlite
 
 from persistence import db
-from persistence.tables import login_failure_table, session_table, token_table, user_table
+from persistence.tables import known_device_table, login_failure_table, session_table, token_table, user_table
 
 ROLES = ("viewer", "coordinator", "admin")
 #: Tokens whose accounts `token_user` remembers at most (see Accounts.token_cache_seconds).
@@ -30,9 +44,18 @@ MIN_PASSWORD = 10
 NAME_MAX = 64
 TOKEN_PREFIX = "pwt_"
 SESSION_HOURS = 12
-#: Failed logins allowed per user name, and per client address, in the window.
-MAX_FAILURES = 5
+#: Failed logins are counted over this sliding window (the longest a throttled login waits).
 FAILURE_WINDOW = timedelta(minutes=15)
+#: Per name on a browser known for it: room for a user's typos; an attacker would need the cookie.
+KNOWN_DEVICE_FAILURES = 10
+#: Per name and address from unknown browsers: one guesser at one address gets 5 guesses a window.
+PAIR_FAILURES = 5
+#: Per name from unknown browsers anywhere: caps distributed guessing at 20 a window (1,920 a day).
+NAME_FAILURES = 20
+#: Per address across names from unknown browsers: stops spraying; well above a ward's typos.
+ADDRESS_FAILURES = 50
+#: A browser stays known for a user this long after their last login on it (the cookie's max-age).
+DEVICE_LIFETIME = timedelta(days=365)
 
 _hasher = PasswordHasher()
 # a hash to verify against when the user does not exist, so both cases take the same time
@@ -202,61 +225,131 @@ class Accounts:
 
     # -- login throttling ---------------------------------------------------------------------
 
-    def _waits(self, conn: sa.Connection, name: str, address: str, now: datetime) -> timedelta | None:
-        since = now - FAILURE_WINDOW
+    @staticmethod
+    def _known_device(conn: sa.Connection, name: str, device: str | None, now: datetime) -> str | None:
+        """The hash of the device cookie `device` if that browser is known for `name`, else None."""
+        if not device:
+            return None
+        d, u = known_device_table, user_table
+        device_hash = digest(device)
+        known = conn.execute(
+            sa.select(d.c.device_hash).join(u, u.c.id == d.c.user_id)
+            .where(d.c.device_hash == device_hash, u.c.name == name, d.c.last_login_at > now - DEVICE_LIFETIME)
+        ).first()
+        return device_hash if known else None
+
+    @staticmethod
+    def _waits(conn: sa.Connection, name: str, address: str, device_hash: str | None,
+               now: datetime) -> timedelta | None:
+        """How long the attempt's keys make it wait (None: not at all)."""
         f = login_failure_table
+        keys: list[tuple[list[sa.ColumnElement[bool]], int]]
+        if device_hash is not None:
+            keys = [([f.c.name == name, f.c.device == device_hash], KNOWN_DEVICE_FAILURES)]
+        else:
+            unknown = f.c.device.is_(None)
+            keys = [([f.c.name == name, unknown, f.c.address == address], PAIR_FAILURES),
+                    ([f.c.name == name, unknown], NAME_FAILURES),
+                    ([f.c.address == address, unknown], ADDRESS_FAILURES)]
         waits = []
-        for column, value in ((f.c.name, name[:NAME_MAX]), (f.c.address, address[:64])):
+        for conditions, limit in keys:
             times = conn.execute(
-                sa.select(f.c.at).where(column == value, f.c.at > since).order_by(f.c.at.desc())
-                .limit(MAX_FAILURES)
+                sa.select(f.c.at).where(*conditions, f.c.at > now - FAILURE_WINDOW).order_by(f.c.at.desc())
+                .limit(limit)
             ).scalars().all()
-            if len(times) >= MAX_FAILURES:
+            if len(times) >= limit:
                 waits.append(times[-1] + FAILURE_WINDOW - now)
         return max(waits) if waits else None
 
-    def throttled(self, name: str, address: str) -> timedelta | None:
-        """How long until a login for `name` from `address` may be tried again (None: now)."""
+    def throttled(self, name: str, address: str, device: str | None = None) -> timedelta | None:
+        """How long until a login for `name` from `address`, on the browser whose device cookie is
+        `device`, may be tried again (None: now)."""
+        now = self.clock()
+        name, address = name[:NAME_MAX], address[:64]
         with self._read() as conn:
-            return self._waits(conn, name, address, self.clock())
+            return self._waits(conn, name, address, self._known_device(conn, name, device, now), now)
 
-    def begin_attempt(self, name: str, address: str) -> tuple[timedelta | None, int | None]:
+    def begin_attempt(self, name: str, address: str,
+                      device: str | None = None) -> tuple[timedelta | None, int | None]:
         """Check the throttle and, if a login may be tried, record the attempt as a failure in the
         same write transaction (so parallel attempts cannot all pass the check): (wait, None) when
         throttled, else (None, the attempt's id — pass it to `forget_attempt` when the login succeeds).
-        SQLite serializes this with BEGIN IMMEDIATE; PostgreSQL with transaction-level advisory
-        locks on the name and the address."""
+        `device` is the browser's device cookie (None: it has none). SQLite serializes this with
+        BEGIN IMMEDIATE; PostgreSQL with transaction-level advisory locks on the name and, from an
+        unknown browser, the address (every key the attempt counts against)."""
         now = self.clock()
         name, address = name[:NAME_MAX], address[:64]
         with self._write() as conn, conn.begin():
+            device_hash = self._known_device(conn, name, device, now)
             if self.engine.dialect.name == "postgresql":
-                # one lock order (name, then address) for every transaction: no deadlock
-                for key in (f"login-name:{name}", f"login-address:{address}"):
+                # one lock order (name, then address) for every transaction: no deadlock. The name's
+                # lock covers its keys (name, address) and (name, browser)
+                keys = [f"login-name:{name}"] + ([] if device_hash else [f"login-address:{address}"])
+                for key in keys:
                     conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(key))))
-            wait = self._waits(conn, name, address, now)
+            wait = self._waits(conn, name, address, device_hash, now)
             if wait is not None:
                 return wait, None
             attempt = conn.execute(
-                login_failure_table.insert().values(name=name, address=address, at=now)
+                login_failure_table.insert().values(name=name, address=address, device=device_hash, at=now)
                 .returning(login_failure_table.c.id)
             ).scalar_one()
             conn.execute(login_failure_table.delete().where(login_failure_table.c.at < now - timedelta(days=1)))
         return None, int(attempt)
 
     def forget_attempt(self, attempt: int) -> None:
-        """A login attempt succeeded: it is not a failure."""
+        """A login attempt succeeded: it is not a failure, nor are the earlier failures of its own key
+        (the same name on the same known browser, or from an unknown browser at the same address)."""
+        f = login_failure_table
         with self._write() as conn, conn.begin():
-            conn.execute(login_failure_table.delete().where(login_failure_table.c.id == attempt))
+            row = conn.execute(sa.select(f.c.name, f.c.address, f.c.device).where(f.c.id == attempt)).first()
+            if row is None:
+                return
+            same_key = [f.c.device == row.device] if row.device else [f.c.device.is_(None), f.c.address == row.address]
+            conn.execute(f.delete().where(f.c.name == row.name, *same_key))
 
-    def record_failure(self, name: str, address: str) -> None:
+    def remember_device(self, account: Account, device: str | None) -> str:
+        """`account` has just logged in on the browser whose device cookie is `device` (None: it has
+        none): that browser is known for the account from now on. Returns the cookie's secret to
+        set: `device` if it was issued here, else a new one (a cookie not issued here is not trusted)."""
         now = self.clock()
+        d = known_device_table
         with self._write() as conn, conn.begin():
-            conn.execute(login_failure_table.insert().values(name=name[:NAME_MAX], address=address[:64], at=now))
-            conn.execute(login_failure_table.delete().where(login_failure_table.c.at < now - timedelta(days=1)))
+            issued = device is not None and conn.execute(
+                sa.select(d.c.device_hash).where(d.c.device_hash == digest(device)).limit(1)).first() is not None
+            if not issued:
+                device = secrets.token_urlsafe(32)
+            insert = (postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert)(d)
+            conn.execute(
+                insert.values(device_hash=digest(device), user_id=account.id, first_seen=now, last_login_at=now)
+                .on_conflict_do_update(index_elements=[d.c.device_hash, d.c.user_id],
+                                       set_={"last_login_at": insert.excluded.last_login_at})
+            )
+            conn.execute(d.delete().where(d.c.last_login_at < now - DEVICE_LIFETIME))
+        return device
 
-    def clear_failures(self, name: str) -> None:
+    def unlock_user(self, name: str) -> int:
+        """An admin's unlock: forget every failed login for user `name` (on every browser, from every
+        address). Returns how many were forgotten; AccountError if there is no such user."""
+        f = login_failure_table
         with self._write() as conn, conn.begin():
-            conn.execute(login_failure_table.delete().where(login_failure_table.c.name == name[:NAME_MAX]))
+            if self._id(conn, name) is None:
+                raise AccountError(f"no user {name}")
+            return int(conn.execute(f.delete().where(f.c.name == name[:NAME_MAX])).rowcount)
+
+    def unlock_address(self, address: str) -> int:
+        """An admin's unlock: forget every failed login from `address`. Returns how many."""
+        f = login_failure_table
+        with self._write() as conn, conn.begin():
+            return int(conn.execute(f.delete().where(f.c.address == address.strip()[:64])).rowcount)
+
+    def recent_failures(self) -> dict[str, int]:
+        """Failed logins in the window, by user name (for the admin page)."""
+        f = login_failure_table
+        with self._read() as conn:
+            rows = conn.execute(sa.select(f.c.name, sa.func.count()).where(f.c.at > self.clock() - FAILURE_WINDOW)
+                                .group_by(f.c.name)).all()
+        return {name: int(count) for name, count in rows}
 
     # -- sessions ----------------------------------------------------------------------------
 

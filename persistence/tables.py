@@ -208,18 +208,35 @@ class SessionRow(SQLModel, table=True):
 
 
 class LoginFailureRow(SQLModel, table=True):
-    """A failed login, for throttling by user name and by client address."""
+    """A failed (or a still running) login, for throttling (persistence/accounts.py, migration 0005).
+    From a browser known for the name, `device` is that browser's hash and the failure counts only
+    against (name, device); from any other, `device` is NULL and it counts against (name, address),
+    the name and the address."""
 
     __tablename__ = "login_failure"
     __table_args__ = (
-        sa.Index("ix_login_failure_name_at", "name", "at"),
-        sa.Index("ix_login_failure_address_at", "address", "at"),
+        sa.Index("ix_login_failure_name_device_at", "name", "device", "at"),
+        sa.Index("ix_login_failure_address_device_at", "address", "device", "at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=64)
     address: str = Field(max_length=64)
+    #: The SHA-256 of the device cookie when the browser is known for `name`, else NULL.
+    device: str | None = Field(default=None, max_length=64)
     at: datetime = _instant()
+
+
+class KnownDeviceRow(SQLModel, table=True):
+    """A browser on which a user has logged in: its device cookie's SHA-256 (one browser may be
+    known for several users: shared ward PCs). Migration 0005."""
+
+    __tablename__ = "known_device"
+
+    device_hash: str = Field(primary_key=True, max_length=64)
+    user_id: int = Field(primary_key=True, foreign_key="user_account.id")
+    first_seen: datetime = _instant()
+    last_login_at: datetime = _instant()
 
 
 metadata = SQLModel.metadata
@@ -230,3 +247,4 @@ user_table: sa.Table = UserRow.__table__  # type: ignore[attr-defined]
 token_table: sa.Table = ApiTokenRow.__table__  # type: ignore[attr-defined]
 session_table: sa.Table = SessionRow.__table__  # type: ignore[attr-defined]
 login_failure_table: sa.Table = LoginFailureRow.__table__  # type: ignore[attr-defined]
+known_device_table: sa.Table = KnownDeviceRow.__table__  # type: ignore[attr-defined]

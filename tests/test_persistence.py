@@ -251,6 +251,43 @@ def test_upgrading_to_0003_queues_existing_reminders_for_delivery_at_their_notif
     engine.dispose()
 
 
+def test_upgrading_to_0005_keeps_login_failures_as_unknown_device_ones_and_downgrades(db_url: str) -> None:
+    """Migration 0005 (known devices, issue 8): existing failures count as from unknown browsers;
+    a downgrade gives the 0004 table and indexes back, keeping the failures."""
+    from alembic import command
+
+    engine = db.create(db_url)
+    cfg = db.alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+        conn.execute(sa.text("INSERT INTO login_failure (name, address, at) "
+                             "VALUES ('alice', '10.1.1.1', '2027-01-04 09:00:00')"))
+    db.upgrade(engine)
+
+    def schema() -> tuple[set[str], set[str], set[str]]:
+        with engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            return ({c["name"] for c in inspector.get_columns("login_failure")},
+                    {ix["name"] for ix in inspector.get_indexes("login_failure")},
+                    set(inspector.get_table_names()))
+
+    columns, indexes, tables = schema()
+    assert "device" in columns and "known_device" in tables
+    assert indexes == {"ix_login_failure_name_device_at", "ix_login_failure_address_device_at"}
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT name, device FROM login_failure")).one() == ("alice", None)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0004")
+    columns, indexes, tables = schema()
+    assert "device" not in columns and "known_device" not in tables
+    assert indexes == {"ix_login_failure_name_at", "ix_login_failure_address_at"}
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM login_failure")).scalar() == 1
+    engine.dispose()
+
+
 def test_pending_reminders_follow_the_patient_state_when_it_changes(repo: Repository) -> None:
     kept = planned("kept", date(2026, 4, 1))
     with repo.write() as tx:

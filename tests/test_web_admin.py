@@ -75,6 +75,7 @@ def test_others_get_403_on_every_admin_route_and_no_nav_link(app: Any, client: T
              "/admin/users/enable": {"name": "admin"},
              "/admin/users/password": {"name": "admin", "password": NEW_PASSWORD},
              "/admin/users/token": {"name": "admin"},
+             "/admin/users/unlock": {"name": role},
              "/admin/tokens/revoke": {"token_id": "1"}}
     for path, data in posts.items():
         assert client.post(path, data={**data, "csrf": csrf}, follow_redirects=False).status_code == 403, path
@@ -209,6 +210,41 @@ def test_admin_revokes_a_token(app: Any, admin: TestClient) -> None:
     assert admin_post(admin, "/admin/tokens/revoke", {"token_id": "9" * 40}).status_code == 404
 
 
+def locked_out(app: Any, name: str = "coordinator") -> TestClient:
+    """A browser at another address from which `name` failed to log in 5 times: its logins wait."""
+    client = TestClient(app, client=("10.1.1.1", 50000))
+    for _ in range(5):
+        assert login(client, name, "wrong password").status_code == 400
+    assert login(client, name).status_code == 429
+    return client
+
+
+def test_admin_unlocks_a_user_whose_logins_wait(app: Any, admin: TestClient) -> None:
+    with locked_out(app) as coordinator:
+        assert "5 failed logins in 15 min" in admin.get("/admin/users").text
+        response = admin_post(admin, "/admin/users/unlock", {"name": "coordinator"})
+        assert response.status_code == 200
+        assert "Logins of coordinator unlocked (5 failed logins forgotten)." in response.text
+        assert 'class="failures"' not in response.text
+        assert login(coordinator, "coordinator").status_code == 303
+
+
+def test_unlocking_an_unknown_user_is_refused(admin: TestClient) -> None:
+    response = admin_post(admin, "/admin/users/unlock", {"name": "nobody"})
+    assert response.status_code == 400 and alert(response.text) == "no user nobody"
+
+
+def test_unlock_needs_the_csrf_token_and_the_admin_role(app: Any, admin: TestClient) -> None:
+    with locked_out(app) as coordinator:
+        assert admin.post("/admin/users/unlock", data={"name": "coordinator"}).status_code == 403
+        assert admin.post("/admin/users/unlock", data={"name": "coordinator", "csrf": "forged"}).status_code == 403
+        with TestClient(app) as viewer:
+            assert login(viewer, "viewer").status_code == 303
+            csrf = csrf_of(viewer.get("/").text)
+            assert viewer.post("/admin/users/unlock", data={"name": "coordinator", "csrf": csrf}).status_code == 403
+        assert login(coordinator, "coordinator").status_code == 429  # still waiting
+
+
 def test_actions_are_logged_without_passwords_or_token_secrets(app: Any, admin: TestClient,
                                                              caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG):
@@ -216,11 +252,13 @@ def test_actions_are_logged_without_passwords_or_token_secrets(app: Any, admin: 
         admin_post(admin, "/admin/users/add", {"name": "dave", "role": "viewer", "password": "weakling"})
         admin_post(admin, "/admin/users/password", {"name": "carol", "password": "another passphrase"})
         created = admin_post(admin, "/admin/users/token", {"name": "carol"})
+        admin_post(admin, "/admin/users/unlock", {"name": "carol"})
     secret = re.search(r'id="new-token-secret">([^<]+)<', created.text).group(1)
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "admin admin added user carol (viewer)" in logged
     assert "admin admin reset the password of carol" in logged
     assert "created API token" in logged
+    assert "admin admin unlocked the logins of carol" in logged
     for secret_text in (NEW_PASSWORD, "weakling", "another passphrase", secret, PASSWORD):
         assert secret_text not in logged
     assert SESSION_COOKIE not in logged

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import html
+import re
 from datetime import timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from pathway import Engine, ManualClock
 from pathway.cli import main
 from pathway.web import create_app
-from pathway.web.security import LOGIN_CSRF_COOKIE, SESSION_COOKIE, User
+from pathway.web.security import DEVICE_COOKIE, LOGIN_CSRF_COOKIE, SESSION_COOKIE, User
 from persistence.accounts import Accounts
+from persistence.tables import known_device_table, user_table
 from tests.conftest import WEB_PASSWORD, csrf_of
 
 PASSWORD = WEB_PASSWORD
@@ -154,6 +158,7 @@ def test_cookies_are_secure_over_https(app: Any) -> None:
         assert "Secure" in page.headers["set-cookie"]
         response = login(client)
         assert all("Secure" in c for c in response.headers.get_list("set-cookie"))
+        assert any(c.startswith(DEVICE_COOKIE + "=") for c in response.headers.get_list("set-cookie"))
 
 
 @pytest.mark.parametrize("next_path", ["//evil.example/", "https://evil.example/", "\\\\evil", "javascript:x"])
@@ -236,25 +241,187 @@ def test_sessions_expire(app: Any, engine: Engine, clock: ManualClock) -> None:
         assert client.get("/api/v1/patients").status_code == 401
 
 
-# -- throttling -------------------------------------------------------------------------------------------
+# -- throttling (issue 8: guessing stays bounded, lockout is not a denial of service) -------------------
 
 
-def test_login_is_throttled_after_five_failures_for_a_user(engine: Engine, clock: ManualClock) -> None:
-    app = create_app(engine)
-    app.state.accounts.add_user("c", "coordinator", PASSWORD)
+def browser(app: Any, address: str, **kwargs: Any) -> TestClient:
+    """A browser at client address `address`."""
+    return TestClient(app, client=(address, 50000), **kwargs)
+
+
+def fail(client: TestClient, name: str, times: int) -> list[int]:
+    return [login(client, name, "wrong password").status_code for _ in range(times)]
+
+
+def known_browser(app: Any, address: str, name: str = "coordinator") -> TestClient:
+    """A browser on which `name` has logged in (it keeps the device cookie, not the session)."""
+    client = browser(app, address)
+    assert login(client, name).status_code == 303
+    client.cookies.delete(SESSION_COOKIE)
+    return client
+
+
+def alert(text: str) -> str:
+    match = re.search(r'role="alert">(.*?)</p>', text, re.S)
+    return html.unescape(match.group(1)) if match else ""
+
+
+def test_a_users_wrong_passwords_do_not_lock_out_another_user_at_the_same_address(app: Any) -> None:
+    """A ward PC, or a hospital NAT: one address, many people."""
+    with browser(app, "10.1.1.1") as ward_pc:
+        assert fail(ward_pc, "viewer", 5) == [400] * 5
+        assert login(ward_pc, "coordinator").status_code == 303
+
+
+def test_an_attacker_elsewhere_does_not_lock_a_user_out(app: Any) -> None:
+    with browser(app, "203.0.113.7") as attacker:
+        assert fail(attacker, "coordinator", 10) == [400] * 5 + [429] * 5
+    with browser(app, "10.1.1.1") as new_browser:
+        assert login(new_browser, "coordinator").status_code == 303
+
+
+def test_the_sixth_login_for_a_name_from_one_unknown_browser_waits_even_with_the_right_password(
+        app: Any, clock: ManualClock) -> None:
     with TestClient(app) as client:
-        for _ in range(5):
-            assert login(client, "c", "wrong password").status_code == 400
-        response = login(client, "c")  # even the right password now waits
+        assert fail(client, "coordinator", 5) == [400] * 5
+        response = login(client, "coordinator")
         assert response.status_code == 429 and "try again in 15 minutes" in response.text
         clock.advance(minutes=10)
-        assert "try again in 5 minutes" in login(client, "c").text
+        assert "try again in 5 minutes" in login(client, "coordinator").text
         clock.advance(minutes=5, seconds=1)
-        assert login(client, "c").status_code == 303
+        assert login(client, "coordinator").status_code == 303
 
 
-def test_parallel_wrong_logins_check_at_most_five_passwords(app: Any, any_engine: Engine,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_guessing_one_name_from_many_addresses_stops_at_twenty_failures(app: Any) -> None:
+    for n in range(4):
+        with browser(app, f"203.0.113.{n}") as attacker:
+            assert fail(attacker, "coordinator", 5) == [400] * 5
+    with browser(app, "203.0.113.99") as attacker:
+        assert fail(attacker, "coordinator", 1) == [429]
+    with browser(app, "10.1.1.1") as new_browser:  # the user's new browsers wait too (README)
+        assert login(new_browser, "coordinator").status_code == 429
+
+
+def test_a_known_browser_logs_in_while_its_name_is_throttled_everywhere_else(app: Any) -> None:
+    with known_browser(app, "10.1.1.1") as own:
+        for n in range(4):
+            with browser(app, f"203.0.113.{n}") as attacker:
+                fail(attacker, "coordinator", 5)
+        with browser(app, "10.1.1.1") as new_browser:
+            assert login(new_browser, "coordinator").status_code == 429
+        assert login(own, "coordinator").status_code == 303
+
+
+def test_guessing_across_names_from_one_address_stops_at_fifty_failures(app: Any) -> None:
+    with browser(app, "192.0.2.1") as sprayer:
+        assert [login(sprayer, f"name{n}", "wrong password").status_code for n in range(50)] == [400] * 50
+        assert login(sprayer, "coordinator").status_code == 429
+    with browser(app, "192.0.2.1") as colleague:  # a new browser behind the same NAT
+        assert login(colleague, "viewer").status_code == 429
+
+
+def test_a_known_browser_behind_a_throttled_address_logs_in(app: Any) -> None:
+    with known_browser(app, "192.0.2.1") as own, browser(app, "192.0.2.1") as sprayer:
+        for n in range(50):
+            login(sprayer, f"name{n}", "wrong password")
+        assert login(sprayer, "viewer").status_code == 429
+        assert login(own, "coordinator").status_code == 303
+
+
+def test_a_known_browser_waits_after_ten_failures_of_its_own(app: Any) -> None:
+    with known_browser(app, "10.1.1.1") as own:
+        assert fail(own, "coordinator", 10) == [400] * 10
+        response = login(own, "coordinator")
+        assert response.status_code == 429 and "try again in 15 minutes" in response.text
+
+
+def test_failures_on_a_known_browser_count_against_that_browser_only(app: Any) -> None:
+    with known_browser(app, "10.1.1.1") as own:
+        fail(own, "coordinator", 10)
+    with browser(app, "10.1.1.1") as new_browser:
+        assert login(new_browser, "coordinator").status_code == 303
+
+
+def test_the_throttled_answer_does_not_tell_whether_the_name_exists(app: Any) -> None:
+    answers = []
+    for address, name in (("203.0.113.1", "coordinator"), ("203.0.113.2", "nobody")):
+        with browser(app, address) as attacker:
+            fail(attacker, name, 5)
+            response = login(attacker, name, "wrong password")
+            answers.append((response.status_code, alert(response.text)))
+    assert answers[0] == answers[1]
+    assert answers[0] == (429, "Too many failed logins: try again in 15 minutes, or ask an administrator "
+                               "to unlock the logins.")
+
+
+def test_a_successful_login_clears_the_failures_of_its_browser_or_address(app: Any) -> None:
+    with browser(app, "10.1.1.1") as client:
+        fail(client, "coordinator", 4)
+        assert login(client, "coordinator").status_code == 303
+        client.cookies.clear()
+        fail(client, "coordinator", 4)
+        assert login(client, "coordinator").status_code == 303
+
+
+def test_a_successful_login_does_not_clear_an_attackers_failures(app: Any) -> None:
+    """Else a user's every login would give distributed guessing of their name a fresh allowance."""
+    with known_browser(app, "10.1.1.1") as own:
+        for n in range(4):
+            with browser(app, f"203.0.113.{n}") as attacker:
+                fail(attacker, "coordinator", 5)
+        assert login(own, "coordinator").status_code == 303
+    with browser(app, "203.0.113.99") as attacker:
+        assert fail(attacker, "coordinator", 1) == [429]
+
+
+def test_login_sets_a_random_httponly_strict_device_cookie_for_a_year_stored_only_hashed(app: Any) -> None:
+    secrets = []
+    for _ in range(2):
+        with TestClient(app) as client:
+            response = login(client)
+            cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith(DEVICE_COOKIE + "="))
+            assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Secure" not in cookie
+            assert "Max-Age=31536000" in cookie and "Path=/" in cookie
+            secrets.append(client.cookies[DEVICE_COOKIE])
+    assert secrets[0] != secrets[1] and len(secrets[0]) >= 40
+    with app.state.accounts.engine.connect() as conn:
+        stored = set(conn.execute(sa.select(known_device_table.c.device_hash)).scalars())
+    assert stored == {hashlib.sha256(s.encode()).hexdigest() for s in secrets}
+
+
+def test_one_browser_is_known_for_each_user_who_logs_in_on_it(app: Any) -> None:
+    """A shared ward PC keeps one device cookie for all its users."""
+    with browser(app, "10.1.1.1") as ward_pc:
+        assert login(ward_pc, "viewer").status_code == 303
+        device = ward_pc.cookies[DEVICE_COOKIE]
+        ward_pc.cookies.delete(SESSION_COOKIE)
+        assert login(ward_pc, "coordinator").status_code == 303
+        assert ward_pc.cookies[DEVICE_COOKIE] == device
+    with app.state.accounts.engine.connect() as conn:
+        users = conn.execute(sa.select(user_table.c.name).join(known_device_table)
+                             .where(known_device_table.c.device_hash == hashlib.sha256(device.encode()).hexdigest())
+                             ).scalars()
+        assert sorted(users) == ["coordinator", "viewer"]
+
+
+def test_a_device_cookie_not_issued_here_counts_as_an_unknown_browser(app: Any) -> None:
+    with browser(app, "10.1.1.1", cookies={DEVICE_COOKIE: "made up by the client"}) as client:
+        assert fail(client, "coordinator", 6) == [400] * 5 + [429]
+
+
+def test_a_device_cookie_not_issued_here_is_replaced_at_login(app: Any) -> None:
+    with browser(app, "10.1.1.1", cookies={DEVICE_COOKIE: "made up by the client"}) as client:
+        response = login(client)
+        assert response.status_code == 303
+        cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith(DEVICE_COOKIE + "="))
+        assert not cookie.startswith(f'{DEVICE_COOKIE}="made up by the client"')
+        assert len(cookie.split(";")[0]) > len(DEVICE_COOKIE) + 40
+
+
+def wrong_logins_in_parallel(app: Any, cookies: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                             attempts: int = 30) -> tuple[int, list[int]]:
+    """`attempts` wrong logins for coordinator at once, from browsers with `cookies`: (how many
+    passwords were checked, the status codes)."""
     import threading
     import time
     from concurrent.futures import ThreadPoolExecutor
@@ -273,43 +440,38 @@ def test_parallel_wrong_logins_check_at_most_five_passwords(app: Any, any_engine
 
     monkeypatch.setattr("persistence.accounts._hasher",
                         SlowCountingHasher(time_cost=1, memory_cost=1024, parallelism=1))
-    with TestClient(app) as client:
+    with TestClient(app, cookies=cookies) as client:
         page = client.get("/login")
         cookies = dict(client.cookies)
         data = {"name": "coordinator", "password": "wrong password", "csrf": csrf_of(page.text)}
 
-        def attempt(_: int) -> int:
-            with TestClient(app, cookies=cookies) as other:
-                return other.post("/login", data=data, follow_redirects=False).status_code
+    def attempt(_: int) -> int:
+        with TestClient(app, cookies=cookies) as other:
+            return other.post("/login", data=data, follow_redirects=False).status_code
 
-        with ThreadPoolExecutor(30) as pool:
-            codes = list(pool.map(attempt, range(30)))
-    assert SlowCountingHasher.checks <= 5, (SlowCountingHasher.checks, codes)
+    with ThreadPoolExecutor(attempts) as pool:
+        codes = list(pool.map(attempt, range(attempts)))
+    return SlowCountingHasher.checks, codes
+
+
+def test_parallel_wrong_logins_check_at_most_five_passwords(app: Any, any_engine: Engine,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    checks, codes = wrong_logins_in_parallel(app, {}, monkeypatch)
+    assert checks <= 5, (checks, codes)
     assert sum(code != 429 for code in codes) <= 5 and set(codes) <= {400, 429}
     with TestClient(app) as client:
         assert login(client).status_code == 429  # the right password waits too
 
 
-def test_login_is_throttled_per_client_address_across_names(engine: Engine, clock: ManualClock) -> None:
-    app = create_app(engine)
-    app.state.accounts.add_user("c", "coordinator", PASSWORD)
-    with TestClient(app) as client:
-        for n in range(5):
-            login(client, f"guess{n}", "wrong password")
-        assert login(client, "c").status_code == 429
-
-
-def test_a_successful_login_clears_the_users_failures(engine: Engine) -> None:
-    app = create_app(engine)
-    app.state.accounts.add_user("c", "coordinator", PASSWORD)
-    with TestClient(app) as client:
-        for _ in range(4):
-            login(client, "c", "wrong password")
-        assert login(client, "c").status_code == 303
-        client.cookies.clear()
-        for _ in range(4):
-            login(client, "c", "wrong password")
-        assert login(client, "c").status_code == 303
+def test_parallel_wrong_logins_on_a_known_browser_check_at_most_ten_passwords(
+        app: Any, any_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    with known_browser(app, "testclient") as own:
+        device = {DEVICE_COOKIE: own.cookies[DEVICE_COOKIE]}
+    checks, codes = wrong_logins_in_parallel(app, device, monkeypatch)
+    assert checks <= 10, (checks, codes)
+    assert sum(code != 429 for code in codes) <= 10 and set(codes) <= {400, 429}
+    with TestClient(app, cookies=device) as client:
+        assert login(client).status_code == 429
 
 
 # -- headers ---------------------------------------------------------------------------------------------
@@ -377,6 +539,58 @@ def test_cli_refuses_short_passwords_and_asks_twice(sqlite_url: str, monkeypatch
     env_short = runner.invoke(main, ["user", "add", "carol", "--role", "viewer"], catch_exceptions=False)
     assert env_short.exit_code == 2
 
+
+
+def test_cli_unlock_forgets_the_failed_logins_of_a_user_on_every_browser_and_address(
+        sqlite_url: str, clock: ManualClock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    monkeypatch.setenv("PATHWAY_DB", sqlite_url)
+    with Engine.open(sqlite_url, clock=clock) as engine:
+        accounts = Accounts(engine.repository.engine, engine.clock)
+        alice = accounts.add_user("alice", "coordinator", PASSWORD)
+        device = accounts.remember_device(alice, None)
+        for _ in range(10):
+            accounts.begin_attempt("alice", "10.1.1.1", device)
+        for _ in range(5):
+            accounts.begin_attempt("alice", "203.0.113.7")
+        assert accounts.throttled("alice", "10.1.1.1", device) and accounts.throttled("alice", "203.0.113.7")
+        with caplog.at_level(logging.INFO, logger="pathway.cli"):
+            result = CliRunner().invoke(main, ["user", "unlock", "alice"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert result.stdout == "unlocked the logins of alice: 15 failed logins forgotten\n"
+        assert accounts.throttled("alice", "10.1.1.1", device) is None
+        assert accounts.throttled("alice", "203.0.113.7") is None
+    assert "unlocked the logins of alice (command line)" in caplog.text
+
+
+def test_cli_unlock_of_an_unknown_user_exits_1(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATHWAY_DB", sqlite_url)
+    result = CliRunner().invoke(main, ["user", "unlock", "nobody"], catch_exceptions=False)
+    assert result.exit_code == 1 and "no user nobody" in result.output
+
+
+def test_cli_unlock_by_address_forgets_the_failed_logins_from_that_address_only(
+        sqlite_url: str, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATHWAY_DB", sqlite_url)
+    with Engine.open(sqlite_url, clock=clock) as engine:
+        accounts = Accounts(engine.repository.engine, engine.clock)
+        for address in ("192.0.2.1", "203.0.113.7"):
+            for n in range(50):
+                accounts.begin_attempt(f"name{n}", address)
+        result = CliRunner().invoke(main, ["user", "unlock", "--address", "192.0.2.1"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert result.stdout == "unlocked the logins from 192.0.2.1: 50 failed logins forgotten\n"
+        assert accounts.throttled("alice", "192.0.2.1") is None
+        assert accounts.throttled("alice", "203.0.113.7") is not None
+
+
+@pytest.mark.parametrize("args", [[], ["alice", "--address", "192.0.2.1"]])
+def test_cli_unlock_needs_a_name_or_an_address(sqlite_url: str, monkeypatch: pytest.MonkeyPatch,
+                                               args: list[str]) -> None:
+    monkeypatch.setenv("PATHWAY_DB", sqlite_url)
+    result = CliRunner().invoke(main, ["user", "unlock", *args], catch_exceptions=False)
+    assert result.exit_code == 2 and "give a user NAME or --address IP" in result.output
 
 
 # -- caching, request bodies, proxies -------------------------------------------------------------------

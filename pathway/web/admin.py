@@ -3,7 +3,8 @@
 Every route needs the admin role (others: 403; anonymous: redirect to /login) and every POST the
 CSRF token. The rules are those of the CLI: they live in persistence/accounts.py (`Accounts`,
 `AccountError`), not here. An admin cannot disable or demote themselves. A new API token is shown
-once, on the page that answers its creation. Passwords and token secrets are never logged.
+once, on the page that answers its creation. Unlock forgets a user's failed logins (as `pathway
+user unlock NAME`). Passwords and token secrets are never logged.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from fastapi.responses import Response
 
 from pathway.web.security import User, accounts, require_page_role, verify_csrf
 from pathway.web.templating import templates
-from persistence.accounts import MIN_PASSWORD, NAME_MAX, ROLES, AccountError
+from persistence.accounts import FAILURE_WINDOW, MIN_PASSWORD, NAME_MAX, ROLES, AccountError
 
 log = logging.getLogger("pathway.web.admin")
 
@@ -31,6 +32,8 @@ def _page(request: Request, *, message: str = "", error: str = "", new_token: di
     tokens = store.tokens()
     context = {
         "users": users,
+        "failures": store.recent_failures(),
+        "failure_minutes": int(FAILURE_WINDOW.total_seconds()) // 60,
         "tokens_by_user": {u.name: [t for t in tokens if t.user == u.name] for u in users},
         "roles": ROLES,
         "min_password": MIN_PASSWORD,
@@ -110,6 +113,17 @@ def reset_password(request: Request, admin: User = Depends(admin_only), name: st
         return _refused(request, str(exc))
     log.info("admin %s reset the password of %s", admin.name, name)
     return _page(request, message=f"Password of {name} changed; their sessions were ended.")
+
+
+@router.post("/users/unlock", dependencies=[Depends(verify_csrf)])
+def unlock_user(request: Request, admin: User = Depends(admin_only), name: str = Form("")) -> Response:
+    try:
+        forgotten = accounts(request).unlock_user(name)
+    except AccountError as exc:
+        return _refused(request, str(exc))
+    log.info("admin %s unlocked the logins of %s", admin.name, name)
+    return _page(request, message=f"Logins of {name} unlocked ({forgotten} failed login"
+                                  f"{'' if forgotten == 1 else 's'} forgotten).")
 
 
 @router.post("/users/token", dependencies=[Depends(verify_csrf)])

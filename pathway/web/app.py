@@ -38,7 +38,7 @@ from pathway.web import security
 from pathway.web.security import LOGIN_CSRF_COOKIE, SESSION_COOKIE, LoginRequired, is_https, verify_csrf
 from pathway.web.templating import templates
 from persistence import db
-from persistence.accounts import SESSION_HOURS, Accounts
+from persistence.accounts import DEVICE_LIFETIME, SESSION_HOURS, Accounts
 
 log = logging.getLogger("pathway.web")
 
@@ -359,23 +359,29 @@ def create_app(engine: Engine, *, scheduler: bool = False, notifiers: Iterable[A
         store = security.accounts(request)
         address = request.client.host if request.client else "unknown"
         name = name.strip()[:64]
+        device = request.cookies.get(security.DEVICE_COOKIE)
+        device = device if device and len(device) < 200 else None
         # the attempt is recorded (as a failure) before the slow password check, in the transaction
-        # that checks the throttle: parallel guesses cannot all slip under the limit
-        wait, attempt = store.begin_attempt(name, address)
+        # that checks the throttle: parallel guesses cannot all slip under the limit. A browser known
+        # for the name is throttled only by its own failures (persistence/accounts.py)
+        wait, attempt = store.begin_attempt(name, address, device)
         if wait is not None or attempt is None:
             wait = wait or timedelta(minutes=1)
             minutes = max(1, int(wait.total_seconds() + 59) // 60)
-            log.warning("login throttled for a user name or address after repeated failures")
+            log.warning("login throttled after repeated failures")
+            # the same answer whether the name exists or not
             return _login_page(request, 429, f"Too many failed logins: try again in {minutes} minute"
-                               f"{'s' if minutes != 1 else ''}.", name, next)
+                               f"{'s' if minutes != 1 else ''}, or ask an administrator to unlock the logins.",
+                               name, next)
         account = store.authenticate(name, password) if name and password else None
         if account is None:
             return _login_page(request, 400, "Wrong name or password.", name, next)
         store.forget_attempt(attempt)
-        store.clear_failures(name)
+        device = store.remember_device(account, device)
         secret, _csrf = store.create_session(account)
         response = RedirectResponse(safe_next(next), status_code=303)
         set_cookie(request, response, SESSION_COOKIE, secret, max_age=SESSION_HOURS * 3600)
+        set_cookie(request, response, security.DEVICE_COOKIE, device, max_age=int(DEVICE_LIFETIME.total_seconds()))
         response.delete_cookie(LOGIN_CSRF_COOKIE, path="/", httponly=True, samesite="strict",
                                secure=is_https(request))
         log.info("login: %s", account.name)

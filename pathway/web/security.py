@@ -2,7 +2,9 @@
 
 Pages authenticate with a session cookie (`pathway_session`: HttpOnly, SameSite=Strict, Secure
 over https); the API with `Authorization: Bearer <token>` (`pathway token create`) or the same
-cookie. Roles are ordered: viewer (read) < coordinator (read + record) < admin (+ users).
+cookie. Roles are ordered: viewer (read) < coordinator (read + record) < admin (+ users). A login
+also sets the device cookie (`pathway_device`, same flags, one year): a browser known for a user
+is throttled apart from everyone else's failed logins (persistence/accounts.py).
 
 Dependencies for routes:
 
@@ -32,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from persistence.accounts import ROLES, Accounts
 
 SESSION_COOKIE = "pathway_session"
+DEVICE_COOKIE = "pathway_device"
 LOGIN_CSRF_COOKIE = "pathway_login_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 _UNSET = object()
