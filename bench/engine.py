@@ -41,6 +41,7 @@ from typing import Any
 BENCHMARKS: dict[str, str] = {
     "engine": "bench.engine:run",
     "reminders": "bench.reminders:run",
+    "http": "bench.http:run",
 }
 
 #: The issue's targets, at 100,000 patients.

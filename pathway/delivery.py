@@ -419,7 +419,14 @@ class Dispatcher:
 
     def _dispatch_batch(self, now: datetime, clock: Callable[[], datetime]) -> DispatchReport:
         token = uuid.uuid4().hex
-        claimed = self.outbox.claim(now, lease_until=now + self.lease, token=token, limit=self.batch)
+        try:
+            claimed = self.outbox.claim(now, lease_until=now + self.lease, token=token, limit=self.batch)
+        except db.DatabaseUnavailable:
+            # the claim may have been committed without our hearing of it: hand back whatever
+            # carries this token (retried while the database comes back), then report the outage
+            with contextlib.suppress(db.DatabaseUnavailable):
+                self.outbox.forget_claim(token, clock())
+            raise
         report = DispatchReport(claimed=len(claimed))
         sent: list[Sent] = []
         retry: list[Retry] = []

@@ -127,18 +127,28 @@ def describe(exc: BaseException) -> str:
 T = TypeVar("T")
 
 
-def retrying(action: Callable[[], T], *, attempts: int = CONFLICT_ATTEMPTS, what: str = "transaction") -> T:
+def retrying(action: Callable[[], T], *, attempts: int = CONFLICT_ATTEMPTS, what: str = "transaction",
+             outage_seconds: float = 0.0) -> T:
     """Run `action` (one whole transaction) again after a WriteConflict, with a short randomised
-    backoff, up to `attempts` times in all; the last conflict is raised."""
-    for attempt in range(1, attempts + 1):
+    backoff, up to `attempts` times in all; the last conflict is raised. With `outage_seconds`,
+    a DatabaseUnavailable is retried too, every second or so, for that long (for work that must
+    not be lost when the database restarts: recording deliveries already made)."""
+    deadline = time.monotonic() + outage_seconds
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             return action()
         except WriteConflict:
-            if attempt == attempts:
+            if attempt >= attempts:
                 raise
             log.info("%s retried after a write conflict (attempt %d)", what, attempt)
             backoff(attempt)
-    raise AssertionError("unreachable")  # pragma: no cover
+        except DatabaseUnavailable as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("%s waits for the database: %s", what, exc)
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
 def backoff(attempt: int) -> None:

@@ -107,6 +107,10 @@ Retry = tuple[str, datetime, str]  # (key, next attempt not before, error)
 Failed = tuple[str, str]  # (key, error)
 
 PLAN_STATUSES = ("pending", "done", "cancelled")
+#: Seconds the dispatcher keeps trying to record deliveries (and to hand back a claim it lost
+#: track of) while the database is unavailable — a restart takes seconds. Past that, the claims
+#: come back when their lease ends, and those reminders are sent again (at least once).
+OUTAGE_SECONDS = 60.0
 DELIVERY_STATUSES = ("queued", "claimed", "sent", "failed")
 
 
@@ -140,6 +144,10 @@ class Outbox:
         self._unclaim = (
             f"UPDATE reminder SET delivery = 'queued', claim = NULL, send_after = {q}, attempts = attempts - 1 "
             f"WHERE key = {q} AND claim = {q}"
+        )
+        self._forget = (
+            f"UPDATE reminder SET delivery = 'queued', claim = NULL, send_after = {q}, attempts = attempts - 1 "
+            f"WHERE claim = {q} AND delivery = 'claimed'"
         )
         self._release = (
             f"UPDATE reminder SET delivery = 'queued', claim = NULL, send_after = {q} "
@@ -190,7 +198,20 @@ class Outbox:
                     changed += max(0, tx.cursor.rowcount)
             return changed
 
-        return db.retrying(record, what="delivery record")
+        return db.retrying(record, what="delivery record", outage_seconds=OUTAGE_SECONDS)
+
+    def forget_claim(self, token: str, now: datetime) -> int:
+        """Return the rows of a claim whose outcome the dispatcher never learnt (the database went
+        away while claiming: the claim may or may not have been committed) to the queue, due at
+        once, their attempt uncounted; returns how many rows carried it."""
+        sql = self.repo.sql
+
+        def forget() -> int:
+            with self.repo.write() as tx:
+                tx.cursor.execute(self._forget, (sql.instant(now), token))
+                return max(0, tx.cursor.rowcount)
+
+        return db.retrying(forget, what="forgotten claim", outage_seconds=OUTAGE_SECONDS)
 
     def next_due(self) -> datetime | None:
         """When the earliest reminder still to deliver may be sent (None: nothing to deliver)."""

@@ -107,8 +107,36 @@ class Server(Process):
         wait_until(self.answers, timeout, f"{self} to answer", [self], every=0.05)
 
     def workers(self) -> list[int]:
-        """The pids of its worker processes (`--workers N`: the children of the supervisor)."""
-        return children(self.pid)
+        """The pids of its worker processes (`--workers N`: the supervisor's children spawned by
+        multiprocessing, its resource tracker aside)."""
+        found = []
+        for pid in children(self.pid):
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"spawn_main" in command:
+                found.append(pid)
+        return found
+
+    def connections(self, pid: int | None = None) -> int:
+        """Established TCP connections to the server's port held by `pid` (default: the server)."""
+        inodes = set()
+        for fd in os.listdir(f"/proc/{pid or self.pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid or self.pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        count = 0
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(OSError), open(table) as lines:
+                next(lines)
+                for line in lines:
+                    fields = line.split()
+                    local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                    if local_port == self.port and fields[3] == "01" and fields[9] in inodes:
+                        count += 1
+        return count
 
     def threads(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/task"))
