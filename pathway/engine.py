@@ -217,8 +217,8 @@ class _Loaded:
 
 
 class _SnapshotCache:
-    """A small LRU of loaded patients. An entry is used only while the stored version still equals
-    its version; a failed transaction drops everything, as it may have cached unwritten versions."""
+    """A small LRU of loaded patients, shared by the engine's threads. An entry is used only while
+    the stored version still equals its version, and only committed versions enter it."""
 
     def __init__(self, size: int):
         self.size = size
@@ -242,10 +242,6 @@ class _SnapshotCache:
     def drop(self, patient: str) -> None:
         with self._lock:
             self._items.pop(patient, None)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
 
 
 class Engine:

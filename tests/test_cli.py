@@ -313,6 +313,28 @@ def test_serve_refuses_a_notifier_setting_with_cr_lf_with_status_2_naming_the_op
     assert served == [] and not database.exists()
 
 
+def test_serve_with_several_workers_insists_on_dispatchers_of_their_own(run, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker processes deliver no reminders: without --no-scheduler, --workers would silently
+    leave them undelivered, so serve refuses (status 2) and says what to run."""
+    import uvicorn
+
+    for name in ("PATHWAY_DB", "PATHWAY_POLICY", "PATHWAY_LOG_VERBOSE"):  # serve sets them for its workers
+        monkeypatch.delenv(name, raising=False)
+    served: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append(kwargs))
+    database = tmp_path / "never.db"
+    result = run("serve", "--workers", "2", "--db", f"sqlite:///{database}")
+    assert result.exit_code == 2, result.output
+    assert "--no-scheduler" in result.output and "pathway run" in result.output
+    assert served == [] and not database.exists()
+
+    result = run("serve", "--workers", "2", "--no-scheduler", "--db", f"sqlite:///{database}")
+    assert result.exit_code == 0, result.output
+    assert served[0]["workers"] == 2 and served[0]["factory"] is True
+    assert os.environ["PATHWAY_DB"] == f"sqlite:///{database}"  # what the workers open
+
+
 # -- logging of the long-running commands (issue 8) ------------------------------------------------
 
 PATHWAY = str(Path(sys.executable).with_name("pathway"))
