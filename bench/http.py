@@ -17,10 +17,14 @@ For each configuration (`sqlite-1`: SQLite, 1 worker; `pg-N`: PostgreSQL, N work
 4. SIGTERM, wait; SIGKILL to the process group if anything of it is left.
 
 Then, on the database of the first configuration of each backend (server stopped), the cost of one
-request, piece by piece, in-process: median microseconds of `--repeat` calls of each piece on its
-own (token lookup with and without the cache, session load, envelope validation, the transaction,
-response rendering) and of the whole request through the ASGI app; "HTTP, routing and middleware"
-is the whole request minus its pieces.
+request, piece by piece, in-process: each piece called on its own, its median wall microseconds and
+the mean CPU microseconds of this process per call — connection checkout, token lookup with and
+without the cache, session load, envelope validation, the hand-off to a worker thread, the
+transaction (a biomarker, a referral), response rendering — and the whole request through the ASGI
+app (no socket). The pure-CPU pieces run in loops of their own (10 x `--repeat` calls); those that
+touch the database and the whole request in `--repeat` rounds of one call each, so that they see
+the same (shared) machine. "HTTP, routing and middleware" is the whole request minus its pieces;
+"server_outside_app" the server's CPU per request under load minus the whole request's CPU.
 
 Progress goes to stderr (and a table at the end); stdout gets one JSON object. Figures only:
 nothing here asserts a timing (compare with "targets"; the machine is shared, load generator included).
@@ -801,8 +805,11 @@ def run(argv: list[str]) -> int:
         "wall seconds; PostgreSQL's backends also run on it and are not counted",
         "latencies are from the first send to the answer, per request, on keep-alive connections; events are "
         "referrals, MDT bookings and biomarkers, one in five on 10 patients every client writes to",
-        "cost_us: median wall microseconds of each piece alone, in this process, on the database of the first "
-        "configuration of that backend after its load runs (its server stopped)",
+        "cost_us: per piece, `us` the median wall microseconds of a call and `cpu_us` the mean CPU microseconds of "
+        "this process per call (the difference is waiting: the disk's flush, PostgreSQL), in this process, on the "
+        "database of the first configuration of that backend after its load runs (its server stopped); the "
+        f"pure-CPU pieces in loops of their own ({args.repeat * 10} calls), the database pieces and the whole "
+        f"request in {args.repeat} rounds of one call each",
     ]
     result: dict[str, Any] = {
         "benchmark": "http",
