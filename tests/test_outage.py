@@ -54,8 +54,8 @@ class Client:
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
 
     def call(self, method: str, path: str, body: Any = None, form: dict[str, str] | None = None,
-             token: str | None = None) -> tuple[int, dict[str, str], str]:
-        headers = {}
+             token: str | None = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+        headers = dict(headers or {})
         data = None
         if body is not None:
             data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"

@@ -10,6 +10,7 @@ every due reminder is delivered, once; and the killed worker was replaced.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -20,11 +21,30 @@ import pytest
 
 from bench.load import LoadReport, run_load
 from pathway import Engine
+from tests.conftest import csrf_of
 from tests.processes import Dispatcher, Server, reaped, wait_until
 from tests.sink import Sink
 from tests.test_load import coordinator_token
+from tests.test_outage import Client
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+def check_a_session_works_across_workers(base: str) -> None:
+    """Sessions and CSRF tokens live in the database: a login made through one worker holds on
+    whichever worker answers next (every urllib request is a new connection, so both serve it)."""
+    browser = Client(base)
+    page = browser.call("GET", "/login")[2]
+    status, _, page = browser.call("POST", "/login", form={
+        "name": "loader", "password": "correct horse battery", "csrf": csrf_of(page), "next": "/"})
+    assert status == 200 and "Log out" in page, page[:300]
+    assert {browser.call("GET", "/")[0] for _ in range(12)} == {200}
+    token = csrf_of(page)
+    for n in range(6):  # a cookie-authenticated API write proves the session's CSRF token on each worker
+        status, _, body = browser.call("POST", "/api/v1/events", {
+            "patient": "XW1", "type": "referral" if n == 0 else "biomarker", "on": "2026-01-05", "key": f"xw-{n}",
+            "data": {"primary": "colorectal"} if n == 0 else {"msi": "mss"}}, headers={"X-CSRF-Token": token})
+        assert status == 200 and json.loads(body)[0]["status"] == "accepted", body
 
 
 def test_two_workers_and_two_dispatchers_survive_a_killed_worker_with_every_answer_true(
@@ -56,6 +76,7 @@ def test_two_workers_and_two_dispatchers_survive_a_killed_worker_with_every_answ
         # the supervisor replaced the killed worker
         wait_until(lambda: len(server.workers()) == 2 and victim not in server.workers(), 60,
                    "a replacement worker", processes)
+        check_a_session_works_across_workers(server.url)
 
         with Engine.open(pg_url) as engine:
             def all_delivered() -> bool:
