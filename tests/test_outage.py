@@ -108,7 +108,7 @@ def test_while_the_database_is_down_every_route_answers_503_with_retry_after_and
         for route, (status, headers, body) in answers.items():
             assert status == 503, (route, status, body[:300])
             assert int(headers.get("retry-after", "0")) > 0, route
-        assert "try again" in json.loads(answers["record"][2])["detail"]
+        assert "send the request again" in json.loads(answers["record"][2])["detail"]
 
         own_pg.start()
         outcome: list[Any] = []

@@ -190,7 +190,8 @@ def _error_page(request: Request, status_code: int, title: str, message: str) ->
 TOKEN_CACHE_SECONDS = 5.0
 #: Seconds a client is asked to wait before trying again after a 503 (the database is unavailable).
 RETRY_AFTER_SECONDS = 5
-UNAVAILABLE = "the database is not available; try again shortly (nothing was recorded by this request)"
+UNAVAILABLE = ("the database is not available; send the request again shortly (events with a key are never "
+               "stored twice, should this one have reached the database before it went away)")
 CONFLICT = ("another user changed this patient at the same time and the retries ran out: "
             "nothing was recorded by this request; read the patient again and retry")
 
