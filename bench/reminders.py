@@ -100,7 +100,8 @@ def build_database(db_file: Path, *, reminders: int, due: int, per_patient: int,
     """Create, migrate and fill the database; returns what was built (earliest notify_at, ...)."""
     from pathway.clock import fixed_clock, local_today
     from pathway.engine import Engine
-    from states.plan import LEAD_GROUP, notify_at
+    from states.definition import DEFINITION
+    from states.plan import notify_at
     from states.policy import DEFAULT_POLICY
     from states.vocabulary import ReminderKind
 
@@ -153,7 +154,7 @@ def build_database(db_file: Path, *, reminders: int, due: int, per_patient: int,
             else:
                 notify_day = today + timedelta(days=1 + rng.randrange(FUTURE_SPAN_DAYS))
             # due_on is the notification day + the kind's lead; notify_at is the engine's own computation
-            due_on = notify_day + timedelta(days=policy.lead_days[LEAD_GROUP[kind]])
+            due_on = notify_day + timedelta(days=policy.lead_days[DEFINITION.reminders[kind].lead_group])
             at = notify_at(due_on, kind, policy)
             if index in due_indexes:
                 due_built += at <= now

@@ -33,8 +33,9 @@ from pathway.errors import (
     UnknownPatient,
 )
 from persistence.outbox import Delivery, StoredReminder
+from states.definition import RULES
 from states.policy import Policy
-from states.rules import RULES, Reason
+from states.rules import Reason
 from states.vocabulary import EventType, ReminderKind, Severity, State, Status
 
 __all__ = [

@@ -41,7 +41,8 @@ from states.context import effective_liver
 from states.events import EventValidationError, parse_event
 from states.facts import Snapshot
 from states.pathway import decide
-from states.plan import Planned, planned_postop, planned_preop, project
+from states.plan import Planned, project
+from states.planning import planned_postop, planned_preop
 from states.policy import DEFAULT_POLICY, Policy
 from states.vocabulary import (
     NON_TERMINAL_STATES,

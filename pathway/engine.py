@@ -43,10 +43,11 @@ from pathway.errors import (
 from persistence import db
 from persistence.outbox import DELIVERY_STATUSES, PLAN_STATUSES, Outbox, StoredReminder
 from persistence.repository import NewEvent, ReadTx, Repository, StoredEvent, WriteTx
+from states.definition import DEFINITION
 from states.events import PATIENT_ID, Event, EventValidationError, parse_event, storable
 from states.facts import Snapshot
 from states.pathway import decide, decide_void, replay, voided_target
-from states.plan import FULFILLED_BY, Planned, Reminder, project
+from states.plan import Planned, Reminder, project
 from states.policy import DEFAULT_POLICY, Policy
 from states.rules import Reason
 from states.vocabulary import EventType, Severity, Status
@@ -491,7 +492,7 @@ class Engine:
         new_version = version + 1
         planned = project(new, self.policy)
         old_planned = loaded.planned if loaded else []
-        fulfils = {p.key: ("done" if event.type in FULFILLED_BY[p.kind] else "cancelled") for p in old_planned}
+        fulfils = {p.key: ("done" if DEFINITION.fulfils(event.type, p.kind) else "cancelled") for p in old_planned}
         # the snapshot first: its version check (and row lock) orders concurrent writers
         tx.save_patient(
             patient=event.patient, primary=new.primary, state=str(new.state), snapshot=new,

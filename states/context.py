@@ -1,26 +1,36 @@
-"""What a guard, a transition condition or an effect sees: the snapshot, the event, the policy."""
+"""What a guard, a transition condition or an effect sees: the snapshot, the event (with its data
+typed by the event type's model), the policy, and the pathway definition (for the care plan)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
-from states.events import Event
 from states.facts import Snapshot
 from states.policy import Policy
 from states.vocabulary import Liver
 
+if TYPE_CHECKING:
+    from states.data import EventData
+    from states.definition import Definition
+    from states.events import Event
+
+D = TypeVar("D", bound="EventData", covariant=True)
+
 
 @dataclass(frozen=True, slots=True)
-class Ctx:
-    s: Snapshot
-    e: Event
+class Ctx(Generic[D]):
+    snapshot: Snapshot
+    event: Event
     policy: Policy
+    definition: Definition
 
     @property
-    def d(self) -> Any:
-        return self.e.data
+    def data(self) -> D:
+        """The event's data, as its type's model (the EventSpec registering a guard or effect for
+        an event type ties the two: `Ctx[MdtDecisionData]` for mdt_decision)."""
+        return cast(D, self.event.data)
 
 
 def plus(day: date, days: int) -> date:

@@ -1,4 +1,4 @@
-"""The event envelope and the `data` of every event type, as checked values (spec section 1 and 3).
+"""The event envelope, as a checked value (spec section 1); the `data` models are in states.data.
 
 `parse_event` turns one JSON object into an `Event` or raises `EventValidationError` whose
 `errors` name each bad field and say how to fix it. Inputs are strict: unknown fields, wrong types
@@ -14,50 +14,17 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Any
 
 import orjson
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StrictBool,
-    ValidationError,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from states.rules import RULES
-from states.vocabulary import (
-    Biologic,
-    Bookable,
-    Braf,
-    DischargeReason,
-    EventType,
-    Extent,
-    Extrahepatic,
-    Finding,
-    Liver,
-    Margin,
-    Msi,
-    PathologicalResponse,
-    Plan,
-    Primary,
-    Procedure,
-    Ras,
-    Regimen,
-    Resectability,
-    Response,
-    Risk,
-    Sidedness,
-    Site,
-    StopReason,
-    Technique,
-)
+from states.data import EventData, IsoDate
+from states.definition import DEFINITION
+from states.vocabulary import EventType
 
 PATIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 class EventValidationError(ValueError):
@@ -68,202 +35,6 @@ class EventValidationError(ValueError):
         super().__init__("; ".join(f"{field}: {message}" if field else message for field, message in errors))
 
 
-def _iso_date(value: Any) -> date:
-    if isinstance(value, datetime):
-        raise ValueError("must be a date YYYY-MM-DD, not a date and time")
-    if isinstance(value, date):
-        return value
-    if not isinstance(value, str) or not _ISO_DATE.match(value):
-        raise ValueError(f"must be a date YYYY-MM-DD, got {value!r}")
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a real calendar date") from None
-
-
-IsoDate = Annotated[date, BeforeValidator(_iso_date)]
-Percent = Annotated[float, Field(strict=True, ge=0, le=100)]
-
-
-class _Data(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ReferralData(_Data):
-    primary: Primary
-    centre: Annotated[str, Field(max_length=200)] | None = None
-    high_volume_centre: StrictBool = True
-    prior_chemo: StrictBool = False
-
-
-class MdtScheduledData(_Data):
-    meeting_on: IsoDate
-
-
-class MdtDecisionData(_Data):
-    attendees: Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]], Field(min_length=1)]
-    plan: Plan
-    extent: Extent = Extent.major
-    resectability: Resectability
-    complete_resection_feasible: StrictBool | None = None
-    operative_risk: Risk | None = None
-    extrahepatic: Extrahepatic = Extrahepatic.none
-    flr_percent: Percent | None = None
-    liver: Liver = Liver.normal
-    lesion_count: Annotated[int, Field(strict=True, ge=1, le=1000)] | None = None
-    largest_lesion_cm: Annotated[float, Field(strict=True, gt=0, le=50)] | None = None
-    bilobar: StrictBool | None = None
-    regimen: Regimen | None = None
-    biologic: Biologic = Biologic.none
-    ras: Ras | None = None
-    sidedness: Sidedness | None = None
-
-    @model_validator(mode="after")
-    def _surgical_fields(self) -> MdtDecisionData:
-        if self.plan not in (Plan.systemic_therapy, Plan.surveillance):
-            missing = [
-                name
-                for name in ("complete_resection_feasible", "operative_risk")
-                if getattr(self, name) is None
-            ]
-            if missing:
-                raise ValueError(
-                    f"plan {self.plan} needs {' and '.join(missing)} "
-                    "(required unless plan is systemic_therapy or surveillance)"
-                )
-        return self
-
-
-class CycleGivenData(_Data):
-    cycle: Annotated[int, Field(strict=True, ge=1, le=1000)] | None = None
-    regimen: Regimen | None = None
-    biologic: Biologic | None = None
-
-
-class CycleDelayedData(_Data):
-    days: Annotated[int, Field(strict=True, ge=1, le=56)] | None = None
-    until: IsoDate | None = None
-    reason: Annotated[str, Field(strict=True, min_length=1, max_length=2000)]
-
-    @model_validator(mode="after")
-    def _one_of(self) -> CycleDelayedData:
-        if (self.days is None) == (self.until is None):
-            raise ValueError("give exactly one of 'days' (1-56) or 'until' (a date)")
-        return self
-
-
-class ChemoStoppedData(_Data):
-    reason: StopReason
-
-
-class BiomarkerData(_Data):
-    ras: Ras | None = None
-    braf: Braf | None = None
-    msi: Msi | None = None
-    sidedness: Sidedness | None = None
-
-    @model_validator(mode="after")
-    def _at_least_one(self) -> BiomarkerData:
-        if all(getattr(self, name) is None for name in ("ras", "braf", "msi", "sidedness")):
-            raise ValueError("give at least one of ras, braf, msi, sidedness")
-        return self
-
-
-class BookedData(_Data):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
-
-    what: Bookable
-    for_: IsoDate = Field(alias="for")
-
-
-class RestagingData(_Data):
-    response: Response
-    resectable: StrictBool | None = None
-    flr_percent: Percent | None = None
-    disappeared_lesions: Annotated[int, Field(strict=True, ge=0, le=1000)] = 0
-
-
-class EmptyData(_Data):
-    pass
-
-
-class SurgeryData(_Data):
-    procedure: Procedure
-    margin: Margin | None = None
-    adjuvant: StrictBool | None = None
-    pathological_response: PathologicalResponse | None = None
-
-    @model_validator(mode="after")
-    def _by_procedure(self) -> SurgeryData:
-        if self.procedure is Procedure.exploration_only:
-            if self.margin is not None:
-                raise ValueError("margin is not given for exploration_only (nothing was resected)")
-        elif self.margin is None:
-            raise ValueError(f"margin (R0, R1 or R2) is required for procedure {self.procedure}")
-        if self.adjuvant is None and self.procedure not in (
-            Procedure.two_stage_first,
-            Procedure.exploration_only,
-        ):
-            raise ValueError(
-                f"adjuvant (true or false) is required for procedure {self.procedure}: "
-                "is post-operative chemotherapy planned?"
-            )
-        return self
-
-
-class AblationPerformedData(_Data):
-    technique: Technique
-    adjuvant: StrictBool = False
-
-
-class AblationCheckedData(_Data):
-    complete: StrictBool
-
-
-class SurveillanceVisitData(_Data):
-    cea: Annotated[float, Field(strict=True, ge=0, le=100000)] | None = None
-    finding: Finding
-
-
-class RecurrenceData(_Data):
-    sites: Annotated[list[Site], Field(min_length=1)]
-
-
-class DischargedData(_Data):
-    reason: DischargeReason | None = None
-
-
-class WithdrawnData(_Data):
-    reason: Annotated[str, Field(strict=True, max_length=2000)] | None = None
-
-
-class VoidData(_Data):
-    reason: Annotated[str, Field(strict=True, min_length=1, max_length=2000)]
-
-
-DATA_MODELS: dict[EventType, type[_Data]] = {
-    EventType.referral: ReferralData,
-    EventType.mdt_scheduled: MdtScheduledData,
-    EventType.mdt_decision: MdtDecisionData,
-    EventType.cycle_given: CycleGivenData,
-    EventType.cycle_delayed: CycleDelayedData,
-    EventType.chemo_stopped: ChemoStoppedData,
-    EventType.biomarker: BiomarkerData,
-    EventType.booked: BookedData,
-    EventType.restaging: RestagingData,
-    EventType.pve_performed: EmptyData,
-    EventType.surgery: SurgeryData,
-    EventType.ablation_performed: AblationPerformedData,
-    EventType.ablation_checked: AblationCheckedData,
-    EventType.surveillance_visit: SurveillanceVisitData,
-    EventType.recurrence: RecurrenceData,
-    EventType.discharged: DischargedData,
-    EventType.died: EmptyData,
-    EventType.withdrawn: WithdrawnData,
-    EventType.void: VoidData,
-}
-
-
 class Override(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -272,7 +43,7 @@ class Override(BaseModel):
 
     @model_validator(mode="after")
     def _known(self) -> Override:
-        if self.rule not in RULES:
+        if self.rule not in DEFINITION.rules:
             raise ValueError(f"unknown rule code {self.rule!r}; see the rule codes of the pathway")
         if not self.reason.strip():
             raise ValueError(f"the override of {self.rule} needs a reason")
@@ -339,6 +110,11 @@ class Event:
             out["override"] = [{"rule": o.rule, "reason": o.reason} for o in self.overrides]
         out["data"] = self.data_dict()
         return out
+
+
+def data_model(event_type: EventType) -> type[EventData]:
+    """The data model of an event type (its stage's EventSpec)."""
+    return DEFINITION.events[event_type].data
 
 
 def dumps_data(data: BaseModel) -> dict[str, Any]:
@@ -481,7 +257,7 @@ def parse_event(raw: Any) -> Event:
         raise EventValidationError(
             [("type", f"unknown event type {envelope.type!r}; known: {', '.join(EventType)}")]
         ) from None
-    model = DATA_MODELS[event_type]
+    model = data_model(event_type)
     try:
         data = model.model_validate(envelope.data or {})
     except ValidationError as exc:
@@ -500,5 +276,6 @@ def parse_event(raw: Any) -> Event:
 
 
 __all__ = [
-    "DATA_MODELS", "Event", "EventValidationError", "Override", "PATIENT_ID", "parse_event", "storable", "unstorable",
+    "Event", "EventValidationError", "IsoDate", "Override", "PATIENT_ID", "data_model", "parse_event", "storable",
+    "unstorable",
 ]

@@ -12,67 +12,21 @@ Nothing here reads a clock, a file or a database: `today` is given.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from states import ablation, chemo, followup, referral, surgery
+from states import core, referral, surgery
 from states.context import Ctx
+from states.definition import DEFINITION, Definition
 from states.events import Event, EventValidationError
 from states.facts import Snapshot
-from states.machine import allowed_events, destination, is_allowed
-from states.plan import Planned, project
+from states.planning import Planned
 from states.policy import Policy
-from states.rules import Reason, reason
-from states.vocabulary import (
-    BOOKED_KIND,
-    CHEMO_STATES,
-    EventType,
-    Severity,
-    State,
-    Status,
-)
-
-Guard = Callable[[Ctx], list[Reason]]
-Effect = Callable[[Ctx, Snapshot, State], Snapshot]
-
-GUARDS: dict[EventType, Guard] = {
-    EventType.referral: referral.referral_guards,
-    EventType.mdt_decision: referral.decision_guards,
-    EventType.cycle_given: chemo.cycle_guards,
-    EventType.restaging: chemo.restaging_guards,
-    EventType.booked: surgery.booked_guards,
-    EventType.surgery: surgery.surgery_guards,
-}
-
-
-def _restaging_effect(ctx: Ctx, s: Snapshot, dest: State) -> Snapshot:
-    if ctx.s.state is State.portal_vein_embolization:
-        return surgery.pve_restaging_effect(ctx, s, dest)
-    return chemo.restaging_effect(ctx, s, dest)
-
-
-EFFECTS: dict[EventType, Effect] = {
-    EventType.mdt_scheduled: referral.mdt_scheduled_effect,
-    EventType.mdt_decision: referral.decision_effect,
-    EventType.biomarker: referral.biomarker_effect,
-    EventType.cycle_given: chemo.cycle_effect,
-    EventType.cycle_delayed: chemo.delay_effect,
-    EventType.chemo_stopped: chemo.stopped_effect,
-    EventType.restaging: _restaging_effect,
-    EventType.booked: surgery.booked_effect,
-    EventType.pve_performed: surgery.pve_performed_effect,
-    EventType.surgery: surgery.surgery_effect,
-    EventType.ablation_performed: ablation.ablation_effect,
-    EventType.ablation_checked: ablation.checked_effect,
-    EventType.surveillance_visit: followup.visit_effect,
-    EventType.recurrence: followup.recurrence_effect,
-}
-
-#: Fact events: what happened must be recordable; their blocks become confirms (spec section 4).
-FACT_EVENTS = frozenset({EventType.cycle_given, EventType.surgery, EventType.ablation_performed,
-                         EventType.pve_performed})
+from states.rules import Reason
+from states.vocabulary import BOOKED_KIND, EventType, Severity, State, Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,44 +69,48 @@ def check_context(s: Snapshot | None, e: Event, today: date, policy: Policy) -> 
 # -- deciding ------------------------------------------------------------------------------------
 
 
-def not_allowed(ctx: Ctx) -> Reason | None:
-    s, e = ctx.s, ctx.e
-    if not is_allowed(e.type, s.state):
-        allowed = ", ".join(str(t) for t in allowed_events(s.state))
-        return reason("NOT_ALLOWED_IN_STATE", event=e.type, state=s.state, allowed=allowed)
-    if e.type is EventType.booked and surgery.booked_target(ctx) is None:
-        pending = {p.kind for p in project(s, ctx.policy)}
-        bookable = [str(what) for what, kind in BOOKED_KIND.items() if kind in pending]
-        allowed = f"booked {', '.join(bookable)}" if bookable else "no booking (no bookable reminder is pending)"
-        return reason("NOT_ALLOWED_IN_STATE", event=f"booked {ctx.d.what} (no pending "
-                      f"{BOOKED_KIND[ctx.d.what]} reminder)", state=s.state, allowed=allowed)
-    return None
+def not_allowed(ctx: Ctx[Any]) -> Reason | None:
+    """NOT_ALLOWED_IN_STATE: the state does not allow the event, or (booked) there is nothing to book."""
+    blocked = ctx.definition.not_allowed(ctx)
+    if blocked is not None or ctx.event.type is not EventType.booked or surgery.booked_target(ctx) is not None:
+        return blocked
+    s = ctx.snapshot
+    pending = {p.kind for p in ctx.definition.project(s, ctx.policy)}
+    bookable = [str(what) for what, kind in BOOKED_KIND.items() if kind in pending]
+    allowed = f"booked {', '.join(bookable)}" if bookable else "no booking (no bookable reminder is pending)"
+    return core.NOT_ALLOWED_IN_STATE.reason(
+        event=f"booked {ctx.data.what} (no pending {BOOKED_KIND[ctx.data.what]} reminder)", state=s.state,
+        allowed=allowed)
 
 
-def decide(s: Snapshot | None, e: Event, policy: Policy, today: date) -> Outcome:
+def decide(s: Snapshot | None, e: Event, policy: Policy, today: date,
+           definition: Definition = DEFINITION) -> Outcome:
     """Check `e` against `s` and apply it if accepted. Raises EventValidationError if invalid."""
     if e.type is EventType.void:
         raise ValueError("void needs the history: use decide_void")
     check_context(s, e, today, policy)
     if s is None:  # a referral: a new patient
-        ctx = Ctx(_blank(e), e, policy)
+        ctx: Ctx[Any] = Ctx(_blank(e), e, policy, definition)
         reasons = referral.referral_guards(ctx)
         new = referral.referral_snapshot(ctx)
         return Outcome(Status.accepted, tuple(reasons), new.state, new)
 
-    ctx = Ctx(s, e, policy)
+    ctx = Ctx(s, e, policy, definition)
     blocked = not_allowed(ctx)
     if blocked is not None:
         return Outcome(Status.refused, (blocked,), s.state, s)
-    guard = GUARDS.get(e.type)
+    guard = definition.guard(e.type)
     reasons = guard(ctx) if guard else []
+    if definition.is_fact(e.type):  # what happened must be recordable: its blocks become confirms
+        reasons = [r if r.severity is not Severity.block or definition.rules[r.code].always_block
+                   else dataclasses.replace(r, severity=Severity.confirm) for r in reasons]
     refusing = [
         r for r in reasons
         if r.severity is Severity.block or (r.severity is Severity.confirm and e.overridden(r.code) is None)
     ]
     if refusing:
         return Outcome(Status.refused, tuple(refusing), s.state, s)
-    new = _apply(ctx)
+    new = definition.apply(ctx)
     return Outcome(Status.accepted, tuple(reasons), new.state, new)
 
 
@@ -161,46 +119,13 @@ def _blank(e: Event) -> Snapshot:
                     entered_on=e.on)
 
 
-def _apply(ctx: Ctx) -> Snapshot:
-    dest = destination(ctx)
-    s = _enter(ctx, dest)
-    effect = EFFECTS.get(ctx.e.type)
-    return effect(ctx, s, dest) if effect else s
-
-
-def _enter(ctx: Ctx, dest: State) -> Snapshot:
-    """What every event does, and what entering a new state resets."""
-    s, e = ctx.s, ctx.e
-    changes: dict[str, Any] = {"latest_on": e.on}
-    if dest is not s.state:
-        changes.update(state=dest, entered_on=e.on)
-        if dest not in CHEMO_STATES:
-            changes["phase"] = None
-        if dest is State.mdt_assessment:
-            changes.update(mdt_seq=s.mdt_seq + 1, mdt_anchor=e.on, meeting_on=None)
-        elif dest is State.resection:
-            changes["resection_seq"] = s.resection_seq + 1
-        elif dest is State.portal_vein_embolization:
-            changes.update(pve_seq=s.pve_seq + 1, pve_due_planned=e.type is EventType.mdt_decision,
-                           pve_anchor=None, flr_scan_seq=1, flr_scan_due=None)
-        elif dest is State.ablation:
-            changes["ablation_seq"] = s.ablation_seq + 1
-        if dest not in (State.adjuvant_chemo, State.follow_up):
-            changes["ablation_scan_due"] = None
-        if dest is not State.follow_up:
-            changes["imaging_due"] = None
-        if s.bookings:
-            changes["bookings"] = ()  # bookings belong to reminders of the state left behind
-    return s.replace(**changes)
-
-
-def evolve(s: Snapshot | None, e: Event, policy: Policy) -> Snapshot:
+def evolve(s: Snapshot | None, e: Event, policy: Policy, definition: Definition = DEFINITION) -> Snapshot:
     """Apply an accepted event without its guards (for replay)."""
     if e.type is EventType.referral:
-        return referral.referral_snapshot(Ctx(_blank(e), e, policy))
+        return referral.referral_snapshot(Ctx(_blank(e), e, policy, definition))
     if s is None:
         raise ValueError(f"history of {e.patient} does not start with a referral")
-    return _apply(Ctx(s, e, policy))
+    return definition.apply(Ctx(s, e, policy, definition))
 
 
 # -- history, replay and void ----------------------------------------------------------------------
@@ -231,7 +156,7 @@ def plan_for(history: Sequence[Event], policy: Policy) -> list[Planned]:
     """The care plan as a pure function of a patient's accepted history and the policy: the
     reminders that should be pending (key, kind, due_on, notify_at)."""
     s = replay(history, policy)
-    return project(s, policy) if s is not None else []
+    return DEFINITION.project(s, policy) if s is not None else []
 
 
 def decide_void(history: Sequence[Event], s: Snapshot | None, e: Event, policy: Policy, today: date) -> Outcome:

@@ -91,14 +91,6 @@ class ReminderKind(StrEnum):
     surveillance = "surveillance"
 
 
-class ReminderStatus(StrEnum):
-    """Life of a stored reminder."""
-
-    pending = "pending"  # planned and still expected
-    done = "done"  # the event it waited for was recorded
-    cancelled = "cancelled"  # no longer planned (route changed, terminal state, void)
-
-
 class Primary(StrEnum):
     colorectal = "colorectal"
     neuroendocrine = "neuroendocrine"
@@ -117,16 +109,6 @@ class Plan(StrEnum):
     systemic_therapy = "systemic_therapy"
     surveillance = "surveillance"
 
-
-PLAN_DESTINATION = {
-    Plan.perioperative_chemotherapy: State.neoadjuvant_chemo,
-    Plan.conversion_chemotherapy: State.conversion_chemo,
-    Plan.resection: State.resection,
-    Plan.ablation: State.ablation,
-    Plan.portal_vein_embolization: State.portal_vein_embolization,
-    Plan.systemic_therapy: State.systemic_therapy,
-    Plan.surveillance: State.follow_up,
-}
 
 #: Plans that lead to liver surgery: the rules of spec section 4 call them "surgical plans".
 SURGICAL_PLANS = frozenset({Plan.resection, Plan.perioperative_chemotherapy, Plan.portal_vein_embolization})
@@ -294,11 +276,3 @@ class PhaseKind(StrEnum):
     conversion = "conversion"
     systemic = "systemic"
     adjuvant = "adjuvant"
-
-
-PHASE_STATE = {
-    PhaseKind.neoadjuvant: State.neoadjuvant_chemo,
-    PhaseKind.conversion: State.conversion_chemo,
-    PhaseKind.systemic: State.systemic_therapy,
-    PhaseKind.adjuvant: State.adjuvant_chemo,
-}

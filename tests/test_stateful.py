@@ -21,8 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from pathway import Engine, ManualClock, Status
-from states.machine import allowed_events
-from states.rules import RULES
+from states.definition import DEFINITION, RULES
 from states.vocabulary import (
     Biologic,
     Bookable,
@@ -188,7 +187,7 @@ class PathwayHistories(RuleBasedStateMachine):
         patients = sorted(self.latest)
         patient = patients[which % len(patients)]
         state = State(self.engine.show(patient).state)
-        kind = data.draw(st.sampled_from([k for k in allowed_events(state) for _ in range(WEIGHT.get(k, 6))
+        kind = data.draw(st.sampled_from([k for k in DEFINITION.allowed_events(state) for _ in range(WEIGHT.get(k, 6))
                                           if k is not EventType.referral]))
         on = min(self.latest[patient] + timedelta(days=gap), TODAY)
         event = {"patient": patient, "type": str(kind), "on": on.isoformat(), "data": data.draw(data_for(kind, on))}

@@ -14,7 +14,8 @@ from fastapi.testclient import TestClient
 from pathway import Engine, ManualClock
 from pathway.web import create_app
 from pathway.web.forms import ALL_TYPES, form_fields, parse_form, parse_overrides
-from pathway.web.svg import pathway_diagram, pathway_graph, timeline
+from pathway.web.diagram import pathway_diagram, pathway_graph
+from pathway.web.timeline import timeline
 from states.vocabulary import State
 from tests.conftest import csrf_of
 
@@ -103,7 +104,7 @@ def test_parse_form_converts_and_leaves_blanks_out() -> None:
         "override.CYCLE_TOO_EARLY": "give the reason for overriding CYCLE_TOO_EARLY"}
 
 
-def test_pathway_diagram_is_generated_from_the_machine_with_the_current_state_highlighted() -> None:
+def test_pathway_diagram_is_generated_from_the_definition_with_the_current_state_highlighted() -> None:
     graph = pathway_graph()
     drawn = {s for layer in graph.layers for s in layer}
     assert drawn == {str(s) for s in State}

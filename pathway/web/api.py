@@ -30,9 +30,8 @@ from starlette.concurrency import run_in_threadpool
 from pathway.engine import Engine
 from pathway.errors import UnknownPatient
 from pathway.web.security import User, require_api_role
+from states.definition import DEFINITION
 from states.events import PATIENT_ID, unstorable
-from states.machine import INITIAL, TRANSITIONS, allowed_events
-from states.rules import RULES
 from states.vocabulary import TERMINAL_STATES, EventType, ReminderKind, Severity, State, Status
 
 MAX_EVENTS = 1000
@@ -318,11 +317,8 @@ def get_worklist(
 
 
 def _transitions() -> list[dict[str, Any]]:
-    seen: dict[tuple[str, str, str | None], bool] = {}
-    for spec in TRANSITIONS:
-        key = (str(spec["trigger"]), str(spec["source"]), None if spec["dest"] is None else str(spec["dest"]))
-        seen[key] = seen.get(key, False) or bool(spec.get("conditions"))
-    return [{"event": e, "source": s, "dest": d, "conditional": c} for (e, s, d), c in seen.items()]
+    return [{"event": str(e.event), "source": str(e.source), "dest": None if e.dest is e.source else str(e.dest),
+             "conditional": e.conditional} for e in DEFINITION.edges()]
 
 
 @router.get("/pathway", response_model=PathwayOut, summary="The pathway definition")
@@ -330,13 +326,13 @@ def get_pathway(_user: User = Depends(require_api_role("viewer"))) -> JSONRespon
     """States (with the event types allowed in each), event types, transitions, the rules with
     their severity, message and clinical source, and the kinds of reminder."""
     return JSONResponse({
-        "initial": str(INITIAL),
+        "initial": str(DEFINITION.initial),
         "states": [{"name": str(s), "terminal": s in TERMINAL_STATES,
-                    "allowed_events": [str(e) for e in allowed_events(s)]} for s in State],
+                    "allowed_events": [str(e) for e in DEFINITION.allowed_events(s)]} for s in State],
         "event_types": [str(e) for e in EventType],
         "transitions": _transitions(),
         "rules": [{"code": r.code, "severity": str(r.severity), "when": r.when, "message": r.message,
-                   "source": r.source} for r in RULES.values()],
+                   "source": r.source} for r in DEFINITION.rules.values()],
         "reminder_kinds": [str(k) for k in ReminderKind],
     })
 

@@ -1,4 +1,4 @@
-"""HTML forms for every event type, derived from the event data models (states.events.DATA_MODELS).
+"""HTML forms for every event type, derived from the event data models (the definition's EventSpecs).
 
 `form_fields(type)` describes the inputs of one event type's `data` (dates as date inputs, enums as
 selects, lists as checkboxes, booleans as yes/no selects, numbers, text); `parse_form(type, form)`
@@ -19,7 +19,8 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
-from states.events import DATA_MODELS, IsoDate
+from states.data import IsoDate
+from states.definition import DEFINITION
 from states.vocabulary import EventType
 
 #: Suggested values for free-text list fields (the spec's examples).
@@ -27,28 +28,14 @@ SUGGESTIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ("mdt_decision", "attendees"): ("liver_surgeon", "radiologist", "oncologist", "pathologist", "nurse"),
 }
 
-#: Short help per event type, shown above its form.
-HELP: dict[str, str] = {
-    "referral": "A new patient referred with liver metastases.",
-    "mdt_scheduled": "A (new) discussion at the HPB MDT is booked.",
-    "mdt_decision": "The tumour board's decision: plan, resectability, risk, remnant.",
-    "cycle_given": "A chemotherapy cycle was given.",
-    "cycle_delayed": "The next cycle is postponed (by days, or until a date).",
-    "chemo_stopped": "Chemotherapy stopped.",
-    "biomarker": "Tumour biomarkers or sidedness became known.",
-    "booked": "A procedure or scan was booked for a date.",
-    "restaging": "A restaging scan was reported.",
-    "pve_performed": "Portal vein embolization was performed.",
-    "surgery": "Liver surgery was performed.",
-    "ablation_performed": "Thermal ablation was performed.",
-    "ablation_checked": "The post-ablation scan was reported.",
-    "surveillance_visit": "A surveillance visit took place.",
-    "recurrence": "Recurrence was found.",
-    "discharged": "The patient was discharged from the pathway.",
-    "died": "The patient died.",
-    "withdrawn": "The patient left the pathway.",
-    "void": "Undo the patient's latest effective event (the history keeps both).",
-}
+def help_of(event_type: str) -> str:
+    """The line of help shown above an event type's form (its EventSpec's)."""
+    return DEFINITION.events[EventType(event_type)].help
+
+
+def label_of(event_type: str) -> str:
+    """How coordinators read an event type ("MDT decision")."""
+    return DEFINITION.events[EventType(event_type)].label
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +140,7 @@ def _field(event_type: str, name: str, info: FieldInfo) -> Field:
 
 def form_fields(event_type: str | EventType) -> list[Field]:
     """The inputs of the form for `event_type`, in the data model's order."""
-    model = DATA_MODELS[EventType(event_type)]
+    model = DEFINITION.events[EventType(event_type)].data
     return [_field(str(event_type), name, info) for name, info in model.model_fields.items()]
 
 

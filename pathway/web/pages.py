@@ -18,11 +18,11 @@ from starlette.concurrency import run_in_threadpool
 
 from pathway.engine import Engine, Result
 from pathway.errors import UnknownPatient
-from pathway.web import forms, svg
+from pathway.web import diagram, forms, timeline
 from pathway.web.security import User, page_user, require_page_role, verify_csrf
 from pathway.web.templating import templates
 from states.events import PATIENT_ID
-from states.machine import allowed_events
+from states.definition import DEFINITION
 from states.vocabulary import EventType, ReminderKind, Severity, State, Status
 
 router = APIRouter()
@@ -101,7 +101,7 @@ def _referral_context(user: User, values: dict[str, Any] | None = None, result: 
         "referral": {
             "type": "referral",
             "fields": forms.form_fields("referral"),
-            "help": forms.HELP["referral"],
+            "help": forms.help_of("referral"),
             "values": values or {},
             "errors": errors or {},
             "result": result,
@@ -122,7 +122,7 @@ def _new_key() -> str:
 def _event_forms(state: str, open_type: str | None, values: dict[str, Any], errors: dict[str, str],
                  result: Result | None, patient: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     try:
-        allowed = [str(t) for t in allowed_events(State(state))]
+        allowed = [str(t) for t in DEFINITION.allowed_events(State(state))]
     except ValueError:
         allowed = []
     made: list[dict[str, Any]] = []
@@ -133,7 +133,7 @@ def _event_forms(state: str, open_type: str | None, values: dict[str, Any], erro
         made.append({
             "type": event_type,
             "fields": forms.form_fields(event_type),
-            "help": forms.HELP.get(event_type, ""),
+            "help": forms.help_of(event_type),
             "values": values if mine else {},
             "errors": errors if mine else {},
             "result": result if mine else None,
@@ -164,8 +164,8 @@ def _patient_response(request: Request, user: User, patient: str, *, open_type: 
         "reminders": sorted(view.reminders, key=lambda r: (r.due_on, r.kind)),
         "days_to": lambda d: (d - today).days,
         "rag": rag,
-        "timeline_svg": svg.timeline(view.history, view.reminders, today),
-        "diagram_svg": svg.pathway_diagram(view.state),
+        "timeline_svg": timeline.timeline(view.history, view.reminders, today),
+        "diagram_svg": diagram.pathway_diagram(view.state),
         "can_record": user.can("coordinator"),
         "allowed_forms": allowed_forms,
         "other_forms": other_forms,

@@ -1,0 +1,39 @@
+"""What belongs to no clinical stage: the refusal of an event its state does not allow, `void`,
+and the bookings a patient leaves behind when they change state."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from states.context import Ctx
+from states.data import VoidData
+from states.rules import Rule
+from states.stage import Availability, EventSpec, Lane, Stage
+from states.vocabulary import EventType, Severity, State
+
+NOT_ALLOWED_IN_STATE = Rule(
+    "NOT_ALLOWED_IN_STATE",
+    Severity.block,
+    "the event type is not allowed in the patient's current state",
+    "{event} is not allowed while the patient is in {state}; allowed here: {allowed}.",
+    "spec/events.md section 3 (the pathway's transitions)",
+    always_block=True,
+)
+
+
+def dropping_bookings(ctx: Ctx[Any], dest: State) -> Mapping[str, Any]:
+    """Bookings belong to the reminders of the state left behind."""
+    return {"bookings": ()} if ctx.snapshot.bookings else {}
+
+
+STAGE = Stage(
+    name="core",
+    events=(
+        EventSpec(EventType.void, VoidData, "Void", Lane.mdt,
+                  "Undo the patient's latest effective event (the history keeps both).",
+                  availability=Availability.always),
+    ),
+    rules=(NOT_ALLOWED_IN_STATE,),
+    on_state_change=dropping_bookings,
+)
