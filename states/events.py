@@ -24,6 +24,13 @@ from states.data import EventData, IsoDate
 from states.definition import DEFINITION
 from states.vocabulary import EventType
 
+#: The envelope's limits (the HTTP API's request model uses the same: one contract).
+REASON_MAX = 2000  # an override's reason
+BY_MAX = 128
+KEY_MAX = 200
+NOTE_MAX = 4000
+OVERRIDES_MAX = 50
+
 PATIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -39,7 +46,7 @@ class Override(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     rule: Annotated[str, Field(strict=True)]
-    reason: Annotated[str, Field(strict=True, min_length=1, max_length=2000)]
+    reason: Annotated[str, Field(strict=True, min_length=1, max_length=REASON_MAX)]
 
     @model_validator(mode="after")
     def _known(self) -> Override:
@@ -56,10 +63,10 @@ class _Envelope(BaseModel):
     patient: Annotated[str, Field(strict=True, pattern=PATIENT_ID.pattern)]
     type: Annotated[str, Field(strict=True, min_length=1)]
     on: IsoDate
-    by: Annotated[str, Field(strict=True, min_length=1, max_length=128)] | None = None
-    key: Annotated[str, Field(strict=True, min_length=1, max_length=200)] | None = None
-    note: Annotated[str, Field(strict=True, max_length=4000)] = ""
-    override: list[Override] = Field(default_factory=list)
+    by: Annotated[str, Field(strict=True, min_length=1, max_length=BY_MAX)] | None = None
+    key: Annotated[str, Field(strict=True, min_length=1, max_length=KEY_MAX)] | None = None
+    note: Annotated[str, Field(strict=True, max_length=NOTE_MAX)] = ""
+    override: list[Override] = Field(default_factory=list, max_length=OVERRIDES_MAX)
     data: dict[str, Any] | None = None
 
 

@@ -380,3 +380,15 @@ def test_dates_in_worklist_reminders_are_iso(sqlite_web: Web) -> None:
     sqlite_web.engine.record(referral(sqlite_web, "P1", offset=-30))
     for item in sqlite_web.get("/worklist", days=60).json()["reminders"]:
         date.fromisoformat(item["due_on"])
+
+
+def test_the_api_envelope_has_the_domain_s_limits(sqlite_web: Web) -> None:
+    """One contract: a note the engine would refuse is refused by the API's own check (422 naming
+    the field), and one at the limit is recorded."""
+    from states.events import NOTE_MAX
+
+    too_long = sqlite_web.post(referral(sqlite_web, note="x" * (NOTE_MAX + 1)))
+    assert too_long.status_code == 422
+    assert too_long.json()["detail"][0]["loc"] == ["body", "note"]
+    at_limit = sqlite_web.post(referral(sqlite_web, note="x" * NOTE_MAX))
+    assert at_limit.status_code == 200 and at_limit.json()[0]["status"] == "accepted"

@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from pathway.engine import Engine
 from pathway.errors import UnknownPatient
 from pathway.web.security import User, require_api_role
+from states import events
 from states.definition import DEFINITION
 from states.events import PATIENT_ID, unstorable
 from states.vocabulary import TERMINAL_STATES, EventType, ReminderKind, Severity, State, Status
@@ -60,7 +61,7 @@ def engine_of(request: Request) -> Engine:
 class Override(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rule: str = Field(min_length=1, max_length=64, description="A confirm-level rule code")
-    reason: str = Field(min_length=1, max_length=2000, description="Why the deviation is justified")
+    reason: str = Field(min_length=1, max_length=events.REASON_MAX, description="Why the deviation is justified")
 
 
 class EventIn(BaseModel):
@@ -72,9 +73,9 @@ class EventIn(BaseModel):
     type: EventType
     on: str = Field(pattern=ISO_DATE, description="Clinical date YYYY-MM-DD (clinic time zone)",
                     json_schema_extra={"format": "date"})
-    key: str | None = Field(default=None, min_length=1, max_length=200, description="Idempotency key")
-    note: str = Field(default="", max_length=10_000)
-    override: list[Override] = Field(default_factory=list, max_length=50)
+    key: str | None = Field(default=None, min_length=1, max_length=events.KEY_MAX, description="Idempotency key")
+    note: str = Field(default="", max_length=events.NOTE_MAX)
+    override: list[Override] = Field(default_factory=list, max_length=events.OVERRIDES_MAX)
     data: dict[str, Any] = Field(default_factory=dict, description="Type-specific fields (checked by the engine)")
 
     @field_validator("on")

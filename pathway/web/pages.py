@@ -21,8 +21,8 @@ from pathway.errors import UnknownPatient
 from pathway.web import diagram, forms, timeline
 from pathway.web.security import User, page_user, require_page_role, verify_csrf
 from pathway.web.templating import templates
-from states.events import PATIENT_ID
 from states.definition import DEFINITION
+from states.events import PATIENT_ID
 from states.vocabulary import EventType, ReminderKind, Severity, State, Status
 
 router = APIRouter()

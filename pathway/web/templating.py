@@ -13,6 +13,8 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 
+from states import events
+
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
@@ -29,4 +31,5 @@ _env = Environment(
     lstrip_blocks=True,
 )
 
+_env.globals["NOTE_MAX"] = events.NOTE_MAX  # the envelope's limit: the form says what the engine accepts
 templates = Jinja2Templates(env=_env, context_processors=[_context])
