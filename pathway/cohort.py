@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from states.context import effective_liver
+from states.errors import PathwayError
 from states.events import EventValidationError, parse_event
 from states.facts import Snapshot
 from states.pathway import decide
@@ -77,11 +78,11 @@ _OTHERS = ("oncologist", "pathologist", "nurse", "gastroenterologist")
 _PALLIATIVE_MEAN_DAYS = 600  # mean survival from the start of palliative therapy (exponential)
 
 
-class CohortError(RuntimeError):
+class CohortError(PathwayError, RuntimeError):
     """The domain did not accept an event the generator produced: a generator (or domain) bug."""
 
 
-class _Stop(Exception):  # noqa: N818 - control flow, never escapes this module
+class _Stop(PathwayError):  # noqa: N818 - control flow, never escapes this module
     """The patient's story ends here: the next event would fall after today, or a terminal state."""
 
 

@@ -45,7 +45,7 @@ from email.message import EmailMessage
 from typing import IO, Any, Protocol
 
 from pathway.clock import system_clock
-from pathway.errors import ConfigurationError, PathwayError
+from pathway.errors import ConfigurationError, PathwayError, StorageError
 from persistence import db
 from persistence.outbox import LATE_AFTER_SECONDS, Delivery, Failed, Outbox, Retry, Sent
 from persistence.repository import Repository
@@ -301,7 +301,11 @@ class DispatcherLock:
     def acquire(self) -> None:
         with self._mutex:
             if self._depth == 0 and self.path is not None:
-                handle = open(self.path, "a+")  # noqa: SIM115 (held until release)
+                try:
+                    handle = open(self.path, "a+")  # noqa: SIM115 (held until release)
+                except OSError as exc:
+                    raise StorageError(f"cannot open the dispatcher's lock file {self.path}: "
+                                       f"{exc.strerror or exc}") from exc
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:

@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from states.errors import PathwayError
 from states.rules import RULES
 from states.vocabulary import (
     Biologic,
@@ -60,7 +61,7 @@ PATIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
-class EventValidationError(ValueError):
+class EventValidationError(PathwayError, ValueError):
     """The event does not fit the contract. `errors` is a list of (field, message) pairs."""
 
     def __init__(self, errors: list[tuple[str, str]]):
