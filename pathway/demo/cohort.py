@@ -17,7 +17,7 @@ Routes and their weights (per 100 referrals) are in `ROUTES`; referral dates are
 `REFERRAL_SPAN_DAYS` before `today`, so the cohort holds patients at every stage, from a referral
 last week to the end of five-year surveillance. No real patient data: ids are `P000123`.
 
-Run `python -m pathway.cohort --help` to write a cohort file from the command line.
+Run `python -m pathway.demo.cohort --help` to write a cohort file from the command line.
 """
 
 from __future__ import annotations
@@ -829,7 +829,7 @@ def write_interleaved(path: str | os.PathLike[str], patients: int, *, seed: int 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pathway.cohort",
+    parser = argparse.ArgumentParser(prog="python -m pathway.demo.cohort",
                                      description="Write a synthetic cohort as JSONL in date order.")
     parser.add_argument("--patients", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
