@@ -2,7 +2,7 @@
 
     python -m bench.engine [engine] [--patients 10000] [--seed 7] [--today 2030-01-07] [--dir DIR] [--keep]
 
-1. generate the cohort (pathway.cohort) as one JSONL file in date order, in worker processes;
+1. generate the cohort (pathway.demo.cohort) as one JSONL file in date order, in worker processes;
 2. `pathway record FILE --db sqlite:///DIR/bench.db` in a subprocess with PATHWAY_NOW pinned to
    the cohort's today: wall time, events/s and the subprocess's peak RSS; every event must be
    accepted (a non-zero exit status fails the benchmark);
@@ -146,7 +146,7 @@ def run(argv: list[str]) -> int:
         parser.error("--patients must be at least 1")
 
     from pathway.clock import fixed_clock, parse_instant
-    from pathway.cohort import write_interleaved
+    from pathway.demo.cohort import write_interleaved
     from pathway.engine import Engine
     from states.policy import DEFAULT_POLICY
 

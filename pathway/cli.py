@@ -41,7 +41,14 @@ from pathway import clock as clocks
 from pathway import config, delivery
 from pathway.config import configure_logging
 from pathway.engine import Engine, PatientView, Result
-from pathway.errors import ConcurrentUpdate, ConfigurationError, PathwayError, StorageError, UnknownPatient
+from pathway.errors import (
+    ConcurrentUpdate,
+    ConfigurationError,
+    InvalidArgument,
+    PathwayError,
+    StorageError,
+    UnknownPatient,
+)
 from persistence import db as dbmod
 from states.vocabulary import Status
 
@@ -54,8 +61,8 @@ EXIT_STORAGE = 3
 EXIT_LOCKED = 4
 
 
-class Fail(click.ClickException):
-    """An error message for the user, with its exit status."""
+class Fail(click.ClickException, PathwayError):
+    """An error message for the user, with its exit status (click prints it and exits)."""
 
     def __init__(self, message: str, code: int):
         super().__init__(message)
@@ -266,7 +273,10 @@ def worklist(today: date | None, days: int, as_json: bool, db_url: str | None, p
     """Reminders due by TODAY + DAYS, overdue first."""
     with _open(db_url, policy_file, create=False) as engine:
         today = today or engine.today()
-        items = engine.worklist(today, days)
+        try:
+            items = engine.worklist(today, days)
+        except InvalidArgument as exc:  # --today near the end of the calendar
+            raise Fail(str(exc), EXIT_USAGE) from exc
     if as_json:
         payload = {"today": today.isoformat(), "days": days, "reminders": [i.as_dict() for i in items]}
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import http.client
 import json
 import logging
@@ -44,7 +45,7 @@ from email.message import EmailMessage
 from typing import IO, Any, Protocol
 
 from pathway.clock import system_clock
-from pathway.errors import ConfigurationError, PathwayError
+from pathway.errors import ConfigurationError, PathwayError, StorageError
 from persistence import db
 from persistence.outbox import LATE_AFTER_SECONDS, Delivery, Failed, Outbox, Retry, Sent
 from persistence.repository import Repository
@@ -300,7 +301,11 @@ class DispatcherLock:
     def acquire(self) -> None:
         with self._mutex:
             if self._depth == 0 and self.path is not None:
-                handle = open(self.path, "a+")  # noqa: SIM115 (held until release)
+                try:
+                    handle = open(self.path, "a+")  # noqa: SIM115 (held until release)
+                except OSError as exc:
+                    raise StorageError(f"cannot open the dispatcher's lock file {self.path}: "
+                                       f"{exc.strerror or exc}") from exc
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -474,6 +479,29 @@ class Dispatcher:
 # -- APScheduler ---------------------------------------------------------------------------------
 
 
+@functools.cache
+def _background_scheduler() -> type:
+    """APScheduler's `BackgroundScheduler`, whose removal of a job already gone is not an error.
+
+    Its thread hands a date job that is due to the job thread, then removes it from the job
+    store. `shutdown()` marks the scheduler stopped at once, before it takes the job-store lock
+    (and empties the store); `remove_job` on a stopped scheduler looks only among the jobs added
+    before a start. A stop that began between the hand-over and the removal therefore made the
+    removal find nothing and raise `JobLookupError` ("No job by the id of next was found") in
+    APScheduler's thread. A job that is gone, whoever removed it, counts as removed here."""
+    from apscheduler.jobstores.base import JobLookupError
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    class Scheduler(BackgroundScheduler):
+        def remove_job(self, job_id: str, jobstore: str | None = None) -> None:
+            try:
+                super().remove_job(job_id, jobstore)
+            except JobLookupError:
+                log.debug("job %s was already gone (run and removed, or the scheduler stopped)", job_id)
+
+    return Scheduler
+
+
 class ReminderScheduler:
     """A `BackgroundScheduler` running `Dispatcher.dispatch_due`: a sweep every `sweep_seconds`
     and a date job armed for the earliest pending `send_after` (see the module's docstring)."""
@@ -482,7 +510,6 @@ class ReminderScheduler:
                  on_report: Callable[[DispatchReport], None] | None = None):
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.jobstores.memory import MemoryJobStore
-        from apscheduler.schedulers.background import BackgroundScheduler
 
         if sweep_seconds <= 0:
             raise ConfigurationError(f"--sweep must be a positive number of seconds, got {sweep_seconds}")
@@ -490,7 +517,7 @@ class ReminderScheduler:
         self.clock = clock
         self.sweep_seconds = sweep_seconds
         self.on_report = on_report
-        self.scheduler = BackgroundScheduler(
+        self.scheduler = _background_scheduler()(
             timezone=UTC,
             jobstores={"default": MemoryJobStore()},
             executors={"default": ThreadPoolExecutor(1)},  # one dispatch at a time

@@ -36,6 +36,7 @@ from pathway.errors import (
     ConcurrentUpdate,
     ConfigurationError,
     EventRefused,
+    InvalidArgument,
     InvalidEvent,
     StorageError,
     UnknownPatient,
@@ -615,12 +616,17 @@ class Engine:
             return tx.reminders(patient, statuses)
 
     def worklist(self, today: date | None = None, days: int = 7, *, limit: int | None = None) -> list[WorklistItem]:
-        """Pending reminders due by `today` + `days`, overdue first."""
+        """Pending reminders due by `today` + `days`, overdue first (at most `limit`)."""
         if days < 0:
-            raise ValueError("days must not be negative")
+            raise InvalidArgument(f"days must not be negative, got {days}")
+        _check_limit(limit)
         today = today or self.today()
+        try:
+            horizon = today + timedelta(days=days)
+        except OverflowError:
+            raise InvalidArgument(f"days={days} reaches past the last date there is") from None
         with self._reading() as tx:
-            rows = tx.due_by(today + timedelta(days=days), limit=limit)
+            rows = tx.due_by(horizon, limit=limit)
         make = WorklistItem._make
         gc_was_on = gc.isenabled()
         gc.disable()  # tens of thousands of small tuples without cycles
@@ -653,6 +659,8 @@ class Engine:
         """Deliver every reminder due at `now` (default: the clock's now) through the engine's
         notifiers, synchronously — for hosts that bring their own scheduling. Raises
         `DispatcherLocked` when another process dispatches from the same SQLite database."""
+        if now is not None and now.utcoffset() is None:
+            raise InvalidArgument(f"now must be a timezone-aware datetime, got {now!r}")
         dispatcher = self._get_dispatcher(notifiers)
         if self._scheduler is None or not self._scheduler.running:
             dispatcher.stopping.clear()  # a stop requested earlier (a signal, a notifier) is over
@@ -701,9 +709,10 @@ class Engine:
         """Reminders with their delivery record (`pathway reminders`): filter by patient, plan
         status (pending | done | cancelled) and delivery (queued | claimed | sent | failed)."""
         if status is not None and status not in PLAN_STATUSES:
-            raise ValueError(f"status must be one of {', '.join(PLAN_STATUSES)}, got {status!r}")
+            raise InvalidArgument(f"status must be one of {', '.join(PLAN_STATUSES)}, got {status!r}")
         if delivery is not None and delivery not in DELIVERY_STATUSES:
-            raise ValueError(f"delivery must be one of {', '.join(DELIVERY_STATUSES)}, got {delivery!r}")
+            raise InvalidArgument(f"delivery must be one of {', '.join(DELIVERY_STATUSES)}, got {delivery!r}")
+        _check_limit(limit)
         with _storage_errors():
             return Outbox(self.repository).listing(patient=patient, status=status, delivery=delivery, limit=limit)
 
@@ -719,8 +728,12 @@ class Engine:
             events = tx.events(patient, accepted_only=True)
             reminders = tx.reminders(patient)
         problems = []
-        replayed = replay([parse_event(e.payload) for e in events], self.policy)
-        assert replayed is not None
+        try:
+            replayed = replay([parse_event(e.payload) for e in events], self.policy)
+        except ValueError as exc:  # a stored event the contract refuses now, a void with nothing to undo
+            return [f"its accepted history does not replay: {exc}"]
+        if replayed is None:
+            return [f"version {stored.version} stored but no accepted event to replay"]
         kept = Snapshot.from_dict(stored.snapshot)
         if replayed != kept:
             a, b = replayed.__dict__, kept.__dict__
@@ -752,6 +765,11 @@ def _storage_errors() -> Iterator[None]:
         raise StorageError(f"the database is unavailable: {exc}") from exc
     except db.WriteConflict as exc:
         raise ConcurrentUpdate(f"{exc}: nothing was changed, try again") from exc
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 0:
+        raise InvalidArgument(f"limit must not be negative, got {limit}")
 
 
 def _history(events: list[StoredEvent]) -> list[HistoryEntry]:

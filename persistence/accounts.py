@@ -36,6 +36,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from persistence import db
 from persistence.tables import known_device_table, login_failure_table, session_table, token_table, user_table
+from states.errors import PathwayError
 
 ROLES = ("viewer", "coordinator", "admin")
 #: Tokens whose accounts `token_user` remembers at most (see Accounts.token_cache_seconds).
@@ -62,7 +63,7 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not a password of anyone")
 
 
-class AccountError(ValueError):
+class AccountError(PathwayError, ValueError):
     """A request about accounts that cannot be done (message for the user)."""
 
 

@@ -25,6 +25,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from states.errors import PathwayError
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 WAL_AUTOCHECKPOINT = 1000  # pages: SQLite's default
@@ -34,17 +36,17 @@ PAGE_SIZE = 4096  # SQLite's default page size, which these databases keep
 CACHE_KIB = 64 * 1024
 
 
-class SchemaError(RuntimeError):
+class SchemaError(PathwayError, RuntimeError):
     """The database schema is not the one this version needs."""
 
 
-class DatabaseUnavailable(RuntimeError):
+class DatabaseUnavailable(PathwayError, RuntimeError):
     """The database cannot be reached or used for now (server down or restarting, connection
     lost, disk full or read-only, locked beyond the busy timeout): the same request may succeed
     later, so callers answer "try again" (HTTP 503 with Retry-After)."""
 
 
-class WriteConflict(RuntimeError):
+class WriteConflict(PathwayError, RuntimeError):
     """Another transaction got in the way (a deadlock, a serialization failure, a row changed or
     created meanwhile). Nothing of this transaction was stored: running it again is safe."""
 

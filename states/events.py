@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from states.data import EventData, IsoDate
 from states.definition import DEFINITION
+from states.errors import PathwayError
 from states.vocabulary import EventType
 
 #: The envelope's limits (the HTTP API's request model uses the same: one contract).
@@ -34,7 +35,7 @@ OVERRIDES_MAX = 50
 PATIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-class EventValidationError(ValueError):
+class EventValidationError(PathwayError, ValueError):
     """The event does not fit the contract. `errors` is a list of (field, message) pairs."""
 
     def __init__(self, errors: list[tuple[str, str]]):

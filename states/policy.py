@@ -15,10 +15,11 @@ from datetime import time
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from states.errors import PathwayError
 from states.vocabulary import Liver, Regimen
 
 
-class PolicyError(ValueError):
+class PolicyError(PathwayError, ValueError):
     """A policy setting is unknown or out of range; the message names the setting and the fix."""
 
 

@@ -27,6 +27,7 @@ from datetime import date
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from states.errors import PathwayError
 from states.facts import Snapshot
 from states.rules import Reason, Rule
 from states.vocabulary import EventType, ReminderKind, State
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 D = TypeVar("D", bound="EventData")
 
 
-class InvalidDefinition(Exception):  # noqa: N818 - the name the issue gives it
+class InvalidDefinition(PathwayError):  # noqa: N818 - the name the issue gives it
     """The pathway definition is broken: the message names each missing or inconsistent member."""
 
     def __init__(self, problems: Iterable[str]):

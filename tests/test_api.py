@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import date
+import types
 
 import pytest
 
 import pathway
 from pathway import (
-    ConcurrentUpdate,
     Engine,
     EventRefused,
     InvalidEvent,
-    PathwayError,
     StorageError,
     UnknownPatient,
 )
@@ -26,6 +24,8 @@ EXPECTED = {
     # reminder delivery (issue 3)
     "CallableNotifier", "Delivery", "DeliveryError", "DispatchReport", "DispatcherLocked", "EmailNotifier",
     "LogNotifier", "StoredReminder", "WebhookNotifier",
+    # one error boundary (issue 9)
+    "InvalidArgument", "PolicyError",
 }
 
 
@@ -35,9 +35,11 @@ def test_the_public_api_is_exactly_what_embedders_are_promised() -> None:
         assert getattr(pathway, name) is not None
 
 
-def test_every_error_is_a_pathway_error() -> None:
-    for error in (InvalidEvent, EventRefused, UnknownPatient, ConcurrentUpdate, StorageError, pathway.ConfigurationError):
-        assert issubclass(error, PathwayError)
+def test_all_is_sorted_and_lists_every_public_name_of_the_package() -> None:
+    public = {name for name, value in vars(pathway).items()
+              if not name.startswith("_") and not isinstance(value, types.ModuleType)}
+    assert pathway.__all__ == sorted(pathway.__all__)
+    assert set(pathway.__all__) == public
 
 
 def test_raise_for_status_turns_refusals_and_invalid_events_into_exceptions(engine: Engine) -> None:
@@ -92,8 +94,3 @@ def test_results_of_record_many_are_stored_when_they_are_handed_back(engine: Eng
     )
     assert next(stream).ok
     assert engine.show("S2").state == "referral"
-
-
-def test_worklist_rejects_negative_days(engine: Engine) -> None:
-    with pytest.raises(ValueError, match="days"):
-        engine.worklist(date(2026, 1, 1), -1)

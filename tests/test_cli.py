@@ -82,6 +82,12 @@ def test_a_missing_file_or_argument_is_a_usage_error_with_status_2(run, tmp_path
     assert run("worklist", "--days", "-1").exit_code == 2
 
 
+def test_a_worklist_reaching_past_the_last_date_is_a_usage_error_with_status_2(run) -> None:
+    run("record", str(V1))
+    result = run("worklist", "--today", "9999-12-31", "--days", "7")
+    assert result.exit_code == 2 and "past the last date" in result.output
+
+
 def test_show_json_has_the_contract_shape_and_lists_pending_reminders(run) -> None:
     run("record", str(V1), "--json")
     result = run("show", "V1", "--json")

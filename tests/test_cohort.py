@@ -1,4 +1,4 @@
-"""The synthetic cohort (pathway.cohort) and the demo (pathway.demo).
+"""The synthetic cohort (pathway.demo.cohort) and the demo (pathway.demo).
 
 The generator writes only events the domain accepts: recorded through the engine on a fresh
 database with the clock pinned to the cohort's `today`, every line is accepted, and the patients
@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import random
 import re
+import subprocess
+import sys
 from collections import Counter
 from datetime import date
 from pathlib import Path
@@ -17,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pathway import Engine, ManualClock
-from pathway.cohort import (
+from pathway.demo.cohort import (
     ROUTES,
     generate,
     generate_covering,
@@ -196,3 +198,19 @@ def test_demo_needs_a_sqlite_file(pinned: str) -> None:
 
     with pytest.raises(SystemExit):
         demo.main(["--db", "postgresql://localhost/pathway"])
+
+
+def test_the_runtime_modules_do_not_load_the_demo_or_the_cohort_generator() -> None:
+    code = ("import sys, pathway, pathway.cli, pathway.web.app; "
+            "print(sorted(m for m in sys.modules if m.startswith('pathway.demo') or m == 'pathway.cohort'))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert proc.stdout.strip() == "[]"
+
+
+def test_the_cohort_generator_runs_as_a_module_of_the_demo_package_without_warnings(tmp_path: Path) -> None:
+    out = tmp_path / "cohort.jsonl"
+    proc = subprocess.run([sys.executable, "-W", "error", "-m", "pathway.demo.cohort", "--patients", "3",
+                           "--today", "2030-01-01", "--workers", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert json.loads(proc.stdout)["patients"] == 3 and out.read_text().count("\n") == json.loads(proc.stdout)["events"]

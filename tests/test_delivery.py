@@ -896,30 +896,82 @@ def test_a_second_dispatch_in_the_same_process_does_not_take_the_claims_of_one_i
     assert stored(engine, r.key).delivery == "sent"
 
 
-def test_stopping_while_the_job_thread_is_arming_the_next_run_does_not_deadlock(sqlite_url: str) -> None:
+def test_stopping_while_the_job_thread_is_arming_the_next_run_does_not_deadlock(
+        sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """stop() waits (APScheduler's shutdown(wait=True), holding its job-store lock) for the job
     thread; a job thread between wake()'s "stopping?" check and its add_job (which needs that lock)
-    used to wait for stop() in turn: `pathway run` hung on SIGTERM. The window is widened here."""
+    used to wait for stop() in turn: `pathway run` hung on SIGTERM. The window is held open here:
+    the first sweep's wake() reads the next reminder only once the shutdown has begun."""
+    from apscheduler.schedulers.base import STATE_STOPPED
+
     engine = Engine.open(sqlite_url, clock=ManualClock(datetime(2026, 2, 1, 9, tzinfo=UTC)))
     engine.record(referral("X1", "2026-01-05"))
     engine.record(referral("X2", "2026-02-01"))  # a reminder still to come: wake() arms for it
-    scheduler = engine.start_scheduler([lambda d: None], sweep_seconds=60)
     in_wake = threading.Event()
-    original = scheduler.dispatcher.outbox.next_due
+    original = Outbox.next_due
+    scheduler: Any = None
 
-    def slow_next_due() -> datetime | None:
+    def next_due_once_the_stop_began(outbox: Outbox) -> datetime | None:
         in_wake.set()
-        time.sleep(0.3)
-        return original()
+        wait_for(lambda: scheduler is not None and scheduler.scheduler.state == STATE_STOPPED)
+        return original(outbox)
 
-    scheduler.dispatcher.outbox.next_due = slow_next_due  # type: ignore[method-assign]
-    scheduler.scheduler.add_job(scheduler._run, "date", run_date=datetime.now(UTC), id="poke")
+    monkeypatch.setattr(Outbox, "next_due", next_due_once_the_stop_began)
+    scheduler = engine.start_scheduler([lambda d: None], sweep_seconds=60)  # its first sweep runs at once
     assert in_wake.wait(10)
     stopper = threading.Thread(target=engine.stop_scheduler, daemon=True)
     stopper.start()
     stopper.join(timeout=15)
     assert not stopper.is_alive(), "stop_scheduler deadlocked with the job thread"
     engine.close()
+
+
+def test_a_date_job_handed_to_the_job_thread_as_the_scheduler_stops_is_not_reported_missing(
+        sqlite_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """APScheduler removes a date job right after handing it to the job thread; a stop() that
+    began in between made that removal find no job (it looked among the jobs of a stopped
+    scheduler): `JobLookupError: 'No job by the id of next was found'` in APScheduler's thread.
+    The window is held open here: the hand-over of the date job waits for the stop."""
+    from apscheduler.schedulers.base import STATE_STOPPED
+
+    thread_errors: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: thread_errors.append(args.exc_value))
+    engine = Engine.open(sqlite_url, clock=ManualClock(datetime(2026, 2, 1, 9, tzinfo=UTC)))
+    engine.record(referral("X2", "2026-02-01"))  # a reminder still to come: the first sweep arms for it
+    delivering = threading.Event()
+    delivered: list[str] = []
+
+    def deliver_once_the_stop_began(delivery: Delivery) -> None:  # the job thread arms nothing meanwhile
+        delivering.set()
+        wait_for(scheduler.dispatcher.stopping.is_set)
+        delivered.append(delivery.key)
+
+    scheduler = engine.start_scheduler([deliver_once_the_stop_began], sweep_seconds=60)
+    try:
+        assert wait_for(lambda: scheduler.armed_for == the_reminder(engine, "X2", "mdt_due").notify_at)
+        executor = scheduler.scheduler._lookup_executor("default")
+        submit = executor.submit_job
+        handed_over = threading.Event()
+
+        def hand_over_then_wait_for_the_stop(job: Any, run_times: Any) -> None:
+            submit(job, run_times)
+            if job.id == "next":
+                handed_over.set()
+                wait_for(lambda: scheduler.scheduler.state == STATE_STOPPED)
+
+        monkeypatch.setattr(executor, "submit_job", hand_over_then_wait_for_the_stop)
+        caplog.set_level("WARNING")
+        engine.record(referral("X1", "2026-01-05"))  # due now: the date job is armed to run at once
+        assert handed_over.wait(10) and delivering.wait(10)
+    finally:
+        stopper = threading.Thread(target=engine.stop_scheduler, daemon=True)
+        stopper.start()
+        stopper.join(timeout=15)
+    assert not stopper.is_alive(), "stop_scheduler deadlocked"
+    engine.close()
+    assert delivered == ["X1:mdt_due:1"]
+    assert thread_errors == []
+    assert [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")] == []
 
 
 def test_on_postgresql_an_event_recorded_by_another_process_wakes_the_dispatcher_at_once(pg_url: str) -> None:

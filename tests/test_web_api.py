@@ -298,6 +298,7 @@ def test_worklist_lists_due_reminders_like_the_cli(web: Web) -> None:
         ({"days": "3661"}, ("query", "days")),
         ({"days": "seven"}, ("query", "days")),
         ({"days": "1.5"}, ("query", "days")),
+        ({"today": "9999-12-31", "days": "7"}, ("query", "days")),  # past the last date there is
     ],
 )
 def test_worklist_rejects_bad_parameters_naming_them(sqlite_web: Web, params: dict[str, str],

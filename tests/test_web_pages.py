@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 from pathway import Engine, ManualClock
 from pathway.web import create_app
-from pathway.web.forms import ALL_TYPES, form_fields, parse_form, parse_overrides
 from pathway.web.diagram import pathway_diagram, pathway_graph
+from pathway.web.forms import ALL_TYPES, form_fields, parse_form, parse_overrides
 from pathway.web.timeline import timeline
 from states.vocabulary import State
 from tests.conftest import csrf_of

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from starlette.concurrency import run_in_threadpool
 
 from pathway.engine import Engine
-from pathway.errors import UnknownPatient
+from pathway.errors import InvalidArgument, UnknownPatient
 from pathway.web.security import User, require_api_role
 from states import events
 from states.definition import DEFINITION
@@ -313,7 +313,10 @@ def get_worklist(
             raise RequestValidationError(
                 [{"loc": ["query", "today"], "msg": f"not a date: {exc}", "type": "date_from_datetime_parsing"}]
             ) from None
-    items = engine.worklist(day, days)
+    try:
+        items = engine.worklist(day, days)
+    except InvalidArgument as exc:  # `today` near the end of the calendar
+        raise RequestValidationError([{"loc": ["query", "days"], "msg": str(exc), "type": "value_error"}]) from None
     return JSONResponse({"today": day.isoformat(), "days": days, "reminders": [i.as_dict() for i in items]})
 
 

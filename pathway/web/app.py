@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pathway import clock as clocks
 from pathway.delivery import DispatcherLocked
 from pathway.engine import Engine
-from pathway.errors import ConcurrentUpdate, StorageError
+from pathway.errors import ConcurrentUpdate, PathwayError, StorageError
 from pathway.web import security
 from pathway.web.security import LOGIN_CSRF_COOKIE, SESSION_COOKIE, LoginRequired, is_https, verify_csrf
 from pathway.web.templating import templates
@@ -143,7 +143,7 @@ class BodyLimit:
             await _plain(413, str(exc.detail), api)(scope, receive, send)
 
 
-class _BodyTooLarge(HTTPException):
+class _BodyTooLarge(HTTPException, PathwayError):
     def __init__(self, limit: int):
         super().__init__(413, f"the request body is too large (at most {limit // (1024 * 1024)} MB)")
 

@@ -31,6 +31,7 @@ from typing import Any
 from fastapi import Form, HTTPException, Request, status
 from starlette.concurrency import run_in_threadpool
 
+from pathway.errors import PathwayError
 from persistence.accounts import ROLES, Accounts
 
 SESSION_COOKIE = "pathway_session"
@@ -54,7 +55,7 @@ class User:
         return ROLES.index(self.role) >= ROLES.index(role)
 
 
-class LoginRequired(Exception):
+class LoginRequired(PathwayError):
     """A page needs a logged-in user; the app answers with a redirect to /login?next=<path>."""
 
     def __init__(self, next_path: str = "/"):

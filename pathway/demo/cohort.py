@@ -17,7 +17,7 @@ Routes and their weights (per 100 referrals) are in `ROUTES`; referral dates are
 `REFERRAL_SPAN_DAYS` before `today`, so the cohort holds patients at every stage, from a referral
 last week to the end of five-year surveillance. No real patient data: ids are `P000123`.
 
-Run `python -m pathway.cohort --help` to write a cohort file from the command line.
+Run `python -m pathway.demo.cohort --help` to write a cohort file from the command line.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from states.context import effective_liver
+from states.errors import PathwayError
 from states.events import EventValidationError, parse_event
 from states.facts import Snapshot
 from states.pathway import decide
@@ -78,11 +79,11 @@ _OTHERS = ("oncologist", "pathologist", "nurse", "gastroenterologist")
 _PALLIATIVE_MEAN_DAYS = 600  # mean survival from the start of palliative therapy (exponential)
 
 
-class CohortError(RuntimeError):
+class CohortError(PathwayError, RuntimeError):
     """The domain did not accept an event the generator produced: a generator (or domain) bug."""
 
 
-class _Stop(Exception):  # noqa: N818 - control flow, never escapes this module
+class _Stop(PathwayError):  # noqa: N818 - control flow, never escapes this module
     """The patient's story ends here: the next event would fall after today, or a terminal state."""
 
 
@@ -829,7 +830,7 @@ def write_interleaved(path: str | os.PathLike[str], patients: int, *, seed: int 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pathway.cohort",
+    parser = argparse.ArgumentParser(prog="python -m pathway.demo.cohort",
                                      description="Write a synthetic cohort as JSONL in date order.")
     parser.add_argument("--patients", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)

@@ -3,7 +3,7 @@
     python -m pathway.demo [--db sqlite:///demo.db] [--patients 40] [--seed 7]
 
 `today` is the engine clock's clinic-local date (pin it with PATHWAY_NOW, e.g.
-PATHWAY_NOW=2027-03-01T09:00:00+00:00). The synthetic patients (`pathway.cohort`) are recorded
+PATHWAY_NOW=2027-03-01T09:00:00+00:00). The synthetic patients (`pathway.demo.cohort`) are recorded
 through `Engine.record_many`, exactly as an import would be; the first ten are chosen so that
 every non-terminal state holds a patient. The demo then prints `pathway worklist` for the same
 database, a count of patients per state, and how to look further.
@@ -22,7 +22,7 @@ from typing import Any
 
 from pathway import cli, config
 from pathway.clock import from_environment
-from pathway.cohort import dumps, generate_covering
+from pathway.demo.cohort import dumps, generate_covering
 from pathway.engine import Engine
 from pathway.errors import PathwayError
 from persistence import db
@@ -31,7 +31,7 @@ from states.vocabulary import State
 
 DEFAULT_DB = "sqlite:///demo.db"
 #: Referrals of the demo's patients are spread over the last three years: a clinic's active caseload
-#: (the full cohort of `pathway.cohort` spans five and a half years, mostly in follow-up).
+#: (the full cohort of `pathway.demo.cohort` spans five and a half years, mostly in follow-up).
 DEMO_SPAN_DAYS = 3 * 365
 
 
@@ -43,7 +43,7 @@ def sqlite_file(url: str) -> Path | None:
 
 def demo_events(patients: int, *, seed: int, today: date, policy: Policy) -> list[dict[str, Any]]:
     """The demo cohort's events as one import in date order, as a clinic would send them
-    (patients at every stage: pathway.cohort.generate_covering)."""
+    (patients at every stage: pathway.demo.cohort.generate_covering)."""
     indexed = []
     for number, events in enumerate(
         generate_covering(patients, seed=seed, today=today, policy=policy, span_days=DEMO_SPAN_DAYS)
@@ -134,6 +134,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {command(f'worklist --days 30 --db {url}')}")
     return 0
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
