@@ -169,7 +169,8 @@ def decide_void(history: Sequence[Event], s: Snapshot | None, e: Event, policy: 
     if target.type is EventType.referral:
         raise EventValidationError([("type", "a referral cannot be voided: record withdrawn instead")])
     new = replay([*history, e], policy)
-    assert new is not None
+    if new is None:  # cannot happen: the referral stays
+        raise EventValidationError([("patient", f"nothing of {e.patient}'s history would remain")])
     return Outcome(Status.accepted, (), new.state, new)
 
 
