@@ -41,8 +41,10 @@ derives from PathwayError.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
+from persistence import db
 from states.errors import PathwayError
 from states.policy import PolicyError
 from states.rules import Reason
@@ -92,3 +94,15 @@ class ConfigurationError(PathwayError):
 
 class StorageError(PathwayError):
     pass
+
+
+@contextmanager
+def storage_errors() -> Iterator[None]:
+    """The persistence layer's errors as the embedding API's: an outage is a StorageError, a
+    conflict that outlasted its retries a ConcurrentUpdate."""
+    try:
+        yield
+    except db.DatabaseUnavailable as exc:
+        raise StorageError(f"the database is unavailable: {exc}") from exc
+    except db.WriteConflict as exc:
+        raise ConcurrentUpdate(f"{exc}: nothing was changed, try again") from exc
