@@ -40,9 +40,18 @@ from pathway.errors import (
     StorageError,
     UnknownPatient,
 )
-from persistence import db
-from persistence.outbox import DELIVERY_STATUSES, PLAN_STATUSES, Outbox, StoredReminder
-from persistence.repository import NewEvent, ReadTx, Repository, StoredEvent, WriteTx
+from persistence import db, ports
+from persistence.memory import MemoryRepository, is_memory_url
+from persistence.ports import (
+    DELIVERY_STATUSES,
+    PLAN_STATUSES,
+    NewEvent,
+    ReadTx,
+    StoredEvent,
+    StoredReminder,
+    WriteTx,
+)
+from persistence.repository import Repository
 from states.events import PATIENT_ID, Event, EventValidationError, parse_event, storable
 from states.facts import Snapshot
 from states.pathway import decide, decide_void, replay, voided_target
@@ -253,7 +262,7 @@ class Engine:
     <Status.accepted: 'accepted'>
     """
 
-    def __init__(self, repository: Repository, policy: Policy = DEFAULT_POLICY, clock: clocks.Clock | None = None):
+    def __init__(self, repository: ports.Repository, policy: Policy = DEFAULT_POLICY, clock: clocks.Clock | None = None):
         self.repository = repository
         self.policy = policy
         self.clock = clock or clocks.system_clock
@@ -277,12 +286,14 @@ class Engine:
     ) -> Engine:
         """Open (and on first use create and migrate) the database at `url`.
 
-        `url` defaults to PATHWAY_DB, then sqlite:///pathway.db; `policy` to the spec's defaults;
+        `url` defaults to PATHWAY_DB, then sqlite:///pathway.db ("memory://": the in-memory twin,
+        persistence.memory, gone when the engine is); `policy` to the spec's defaults;
         `clock` to PATHWAY_NOW if set, else the system clock; `notifiers` (see pathway.delivery)
         are those `dispatch_due` and `start_scheduler` deliver reminders through.
         """
+        url = database_url(url)
         try:
-            repository = Repository.open(database_url(url))
+            repository: ports.Repository = MemoryRepository() if is_memory_url(url) else Repository.open(url)
         except (db.SchemaError, db.DatabaseUnavailable) as exc:
             raise StorageError(str(exc)) from exc
         except sa.exc.ArgumentError as exc:
@@ -691,7 +702,7 @@ class Engine:
         """Queue failed deliveries again (after the notifier was fixed): every failed pending
         reminder, or those `keys`; they go out at the dispatcher's next run. Returns how many."""
         with _storage_errors():
-            count = Outbox(self.repository).retry_failed(self.clock(), None if keys is None else list(keys))
+            count = self.repository.outbox().retry_failed(self.clock(), None if keys is None else list(keys))
         self._wake()
         return count
 
@@ -704,7 +715,7 @@ class Engine:
         if delivery is not None and delivery not in DELIVERY_STATUSES:
             raise ValueError(f"delivery must be one of {', '.join(DELIVERY_STATUSES)}, got {delivery!r}")
         with _storage_errors():
-            return Outbox(self.repository).listing(patient=patient, status=status, delivery=delivery, limit=limit)
+            return self.repository.outbox().listing(patient=patient, status=status, delivery=delivery, limit=limit)
 
     # -- integrity -----------------------------------------------------------------------------
 
