@@ -93,6 +93,14 @@ class Recorder:
 ALWAYS_FAILS = 10**9
 
 
+@pytest.fixture
+def engine(sqlite_engine: Engine) -> Engine:
+    """The outbox and the dispatcher's lock file are the database's: the cases without a backend
+    of their own run on SQLite (the in-memory twin's outbox is held to the same contract in
+    tests/test_repository_contract.py)."""
+    return sqlite_engine
+
+
 def stored(engine: Engine, key: str) -> StoredReminder:
     patient = key.split(":", 1)[0]
     found = [r for r in engine.deliveries(patient=patient) if r.key == key]
