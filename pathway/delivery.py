@@ -48,7 +48,7 @@ from pathway.clock import system_clock
 from pathway.errors import ConfigurationError, PathwayError, StorageError
 from persistence import db
 from persistence.outbox import LATE_AFTER_SECONDS, Delivery, Failed, Outbox, Retry, Sent
-from persistence.repository import Repository
+from persistence.ports import Repository
 from states.policy import Policy
 
 log = logging.getLogger("pathway.delivery")
@@ -290,7 +290,7 @@ class DispatcherLock:
     """An exclusive flock on `<database>.dispatcher.lock` (SQLite files only; a no-op otherwise)."""
 
     def __init__(self, repository: Repository):
-        path = db.sqlite_path(repository.engine)
+        path = db.sqlite_path(repository.engine) if repository.dialect == "sqlite" else None
         self.path = None if path is None else f"{path}.dispatcher.lock"
         self._file: IO[str] | None = None
         self._depth = 0

@@ -26,7 +26,8 @@ from pathway.recording import SNAPSHOT_CACHE_SIZE, Recording, SnapshotCache
 from pathway.reminding import Reminding
 from pathway.results import HistoryEntry, PatientView, Result, WorklistItem
 from pathway.verifying import Verifying
-from persistence import db
+from persistence import db, ports
+from persistence.memory import MemoryRepository, is_memory_url
 from persistence.repository import Repository
 from states.plan import Reminder
 from states.policy import DEFAULT_POLICY, Policy
@@ -43,7 +44,7 @@ class Engine(Recording, Reading, Reminding, Verifying):
     <Status.accepted: 'accepted'>
     """
 
-    def __init__(self, repository: Repository, policy: Policy = DEFAULT_POLICY, clock: clocks.Clock | None = None):
+    def __init__(self, repository: ports.Repository, policy: Policy = DEFAULT_POLICY, clock: clocks.Clock | None = None):
         self.repository = repository
         self.policy = policy
         self.clock = clock or clocks.system_clock
@@ -67,12 +68,14 @@ class Engine(Recording, Reading, Reminding, Verifying):
     ) -> Engine:
         """Open (and on first use create and migrate) the database at `url`.
 
-        `url` defaults to PATHWAY_DB, then sqlite:///pathway.db; `policy` to the spec's defaults;
+        `url` defaults to PATHWAY_DB, then sqlite:///pathway.db ("memory://": the in-memory twin,
+        persistence.memory, gone when the engine is); `policy` to the spec's defaults;
         `clock` to PATHWAY_NOW if set, else the system clock; `notifiers` (see pathway.delivery)
         are those `dispatch_due` and `start_scheduler` deliver reminders through.
         """
+        url = database_url(url)
         try:
-            repository = Repository.open(database_url(url))
+            repository: ports.Repository = MemoryRepository() if is_memory_url(url) else Repository.open(url)
         except (db.SchemaError, db.DatabaseUnavailable) as exc:
             raise StorageError(str(exc)) from exc
         except sa.exc.ArgumentError as exc:

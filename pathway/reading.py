@@ -9,7 +9,7 @@ from datetime import date, timedelta
 
 from pathway.errors import InvalidArgument, UnknownPatient, storage_errors
 from pathway.results import HistoryEntry, PatientView, WorklistItem, history_entries
-from persistence.repository import ReadTx
+from persistence.ports import ReadTx
 from states.facts import Snapshot
 from states.plan import Reminder
 from states.vocabulary import Severity, Status

@@ -24,7 +24,7 @@ from pathway import clock as clocks
 from pathway.errors import ConcurrentUpdate, StorageError
 from pathway.results import Result
 from persistence import db
-from persistence.repository import NewEvent, WriteTx
+from persistence.ports import NewEvent, WriteTx
 from states.definition import DEFINITION
 from states.events import PATIENT_ID, Event, EventValidationError, parse_event, storable
 from states.facts import Snapshot

@@ -10,7 +10,7 @@ from typing import Any
 from pathway.delivery import SWEEP_SECONDS, Dispatcher, DispatcherLock, DispatchReport, ReminderScheduler
 from pathway.errors import ConfigurationError, InvalidArgument, storage_errors
 from pathway.reading import _check_limit
-from persistence.outbox import DELIVERY_STATUSES, PLAN_STATUSES, Outbox, StoredReminder
+from persistence.ports import DELIVERY_STATUSES, PLAN_STATUSES, StoredReminder
 
 
 class Reminding:
@@ -70,7 +70,7 @@ class Reminding:
         """Queue failed deliveries again (after the notifier was fixed): every failed pending
         reminder, or those `keys`; they go out at the dispatcher's next run. Returns how many."""
         with storage_errors():
-            count = Outbox(self.repository).retry_failed(self.clock(), None if keys is None else list(keys))
+            count = self.repository.outbox().retry_failed(self.clock(), None if keys is None else list(keys))
         self._wake()
         return count
 
@@ -84,6 +84,6 @@ class Reminding:
             raise InvalidArgument(f"delivery must be one of {', '.join(DELIVERY_STATUSES)}, got {delivery!r}")
         _check_limit(limit)
         with storage_errors():
-            return Outbox(self.repository).listing(patient=patient, status=status, delivery=delivery, limit=limit)
+            return self.repository.outbox().listing(patient=patient, status=status, delivery=delivery, limit=limit)
 
     # -- integrity -----------------------------------------------------------------------------

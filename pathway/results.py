@@ -8,7 +8,7 @@ from datetime import date, datetime
 from typing import Any, NamedTuple
 
 from pathway.errors import EventRefused, InvalidEvent
-from persistence.repository import StoredEvent
+from persistence.ports import StoredEvent
 from states.facts import Snapshot
 from states.plan import Reminder
 from states.rules import Reason

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
@@ -212,6 +213,7 @@ class Accounts:
         with self._read() as conn:
             row = conn.execute(sa.select(user_table).where(user_table.c.name == name)).first()
         stored = row.password_hash if row else _DUMMY_HASH
+        ok: bool
         try:
             ok = _hasher.verify(stored, password)
         except (VerificationError, InvalidHashError):
@@ -318,7 +320,7 @@ class Accounts:
         with self._write() as conn, conn.begin():
             issued = device is not None and conn.execute(
                 sa.select(d.c.device_hash).where(d.c.device_hash == digest(device)).limit(1)).first() is not None
-            if not issued:
+            if not issued or device is None:  # (issued implies a device: for the type checker)
                 device = secrets.token_urlsafe(32)
             insert = (postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert)(d)
             conn.execute(
@@ -469,5 +471,5 @@ def check_password(password: str) -> None:
         raise AccountError(f"the password is too short: at least {MIN_PASSWORD} characters")
 
 
-def _account(row: sa.Row) -> Account:
+def _account(row: sa.Row[Any]) -> Account:
     return Account(row.id, row.name, row.role, bool(row.disabled), row.created_at)

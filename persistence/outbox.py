@@ -19,103 +19,38 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime
-from typing import Any, NamedTuple
+from datetime import datetime
+from typing import Any
 
-from persistence import db
+from persistence import db, ports
+from persistence.ports import DELIVERY_STATUSES as DELIVERY_STATUSES
+from persistence.ports import LATE_AFTER_SECONDS as LATE_AFTER_SECONDS
+from persistence.ports import MAX_ERROR
+from persistence.ports import PLAN_STATUSES as PLAN_STATUSES
+from persistence.ports import Delivery as Delivery
+from persistence.ports import Failed as Failed
+from persistence.ports import Retry as Retry
+from persistence.ports import Sent as Sent
+from persistence.ports import StoredReminder as StoredReminder
 from persistence.repository import REMINDER_CHANNEL, Repository
 from persistence.tables import OUTBOX
 
 log = logging.getLogger("pathway.delivery")
 
 
-class Delivery(NamedTuple):
-    """One reminder to deliver, as claimed (what every notifier is given)."""
-
-    key: str
-    patient: str
-    kind: str
-    due_on: date
-    notify_at: datetime
-    detail: str
-    #: This attempt's number (1 for the first).
-    attempt: int
-    #: Seconds between notify_at and the claim (0 when on time or early).
-    late_by_s: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        """The payload every notifier sends (the webhook's JSON body)."""
-        return {
-            "key": self.key,
-            "patient": self.patient,
-            "kind": self.kind,
-            "due_on": self.due_on.isoformat(),
-            "notify_at": self.notify_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-            "detail": self.detail,
-            "late_by_s": self.late_by_s,
-        }
-
-
-class StoredReminder(NamedTuple):
-    """A reminder with its delivery record (`pathway reminders`)."""
-
-    key: str
-    patient: str
-    kind: str
-    due_on: date
-    notify_at: datetime
-    status: str
-    delivery: str
-    attempts: int
-    sent_at: datetime | None
-    late_by_s: int | None
-    last_error: str | None
-    detail: str
-
-    @property
-    def late(self) -> bool:
-        """Delivered LATE_AFTER_SECONDS or more after its notify_at."""
-        return self.late_by_s is not None and self.late_by_s >= LATE_AFTER_SECONDS
-
-    def as_dict(self) -> dict[str, Any]:
-        def instant(value: datetime | None) -> str | None:
-            return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-        return {
-            "key": self.key,
-            "patient": self.patient,
-            "kind": self.kind,
-            "due_on": self.due_on.isoformat(),
-            "notify_at": instant(self.notify_at),
-            "status": self.status,
-            "delivery": self.delivery,
-            "attempts": self.attempts,
-            "sent_at": instant(self.sent_at),
-            "late_by_s": self.late_by_s,
-            "late": self.late,
-            "last_error": self.last_error,
-            "detail": self.detail,
-        }
-
-
-#: A delivery this many seconds or more after its notify_at is late (nothing ran when it fell due).
-LATE_AFTER_SECONDS = 60
-
-#: Outcomes given to `Outbox.finish`.
-Sent = tuple[str, int]  # (key, late_by_s)
-Retry = tuple[str, datetime, str]  # (key, next attempt not before, error)
-Failed = tuple[str, str]  # (key, error)
-
-PLAN_STATUSES = ("pending", "done", "cancelled")
 #: Seconds the dispatcher keeps trying to record deliveries (and to hand back a claim it lost
 #: track of) while the database is unavailable — a restart takes seconds. Past that, the claims
 #: come back when their lease ends, and those reminders are sent again (at least once).
 OUTAGE_SECONDS = 60.0
-DELIVERY_STATUSES = ("queued", "claimed", "sent", "failed")
 
 
-class Outbox:
-    """Claims and delivery records over a repository's reminder table."""
+def Outbox(repo: ports.Repository) -> ports.Outbox:  # named as the class it replaced
+    """The outbox of a repository, SQL or the in-memory twin (`repo.outbox()`)."""
+    return repo.outbox()
+
+
+class SqlOutbox:
+    """Claims and delivery records over a SQL repository's reminder table (ports.Outbox)."""
 
     def __init__(self, repo: Repository):
         self.repo = repo
@@ -184,8 +119,8 @@ class Outbox:
         stamp = sql.instant(now)
         rows: list[tuple[str, str, tuple[Any, ...]]] = [
             *((key, self._sent, (stamp, late, key, token)) for key, late in sent),
-            *((key, self._retry, (sql.instant(when), error[:2000], key, token)) for key, when, error in retry),
-            *((key, self._failed, (error[:2000], key, token)) for key, error in failed),
+            *((key, self._retry, (sql.instant(when), error[:MAX_ERROR], key, token)) for key, when, error in retry),
+            *((key, self._failed, (error[:MAX_ERROR], key, token)) for key, error in failed),
             *((key, self._unclaim, (stamp, key, token)) for key in unclaim),
         ]
         rows.sort(key=lambda item: item[0])  # key order: see the module's docstring
@@ -209,7 +144,7 @@ class Outbox:
         def forget() -> int:
             with self.repo.write() as tx:
                 tx.cursor.execute(self._forget, (sql.instant(now), token))
-                return max(0, tx.cursor.rowcount)
+                return max(0, int(tx.cursor.rowcount))
 
         return db.retrying(forget, what="forgotten claim", outage_seconds=OUTAGE_SECONDS)
 
@@ -227,7 +162,7 @@ class Outbox:
         def release() -> int:
             with self.repo.write() as tx:
                 tx.cursor.execute(self._release, (sql.instant(now), sql.instant(now)))
-                return max(0, tx.cursor.rowcount)
+                return max(0, int(tx.cursor.rowcount))
 
         return db.retrying(release, what="release")
 
@@ -245,7 +180,7 @@ class Outbox:
             with self.repo.write() as tx:
                 if keys is None:
                     tx.cursor.execute(statement, (sql.instant(now),))
-                    return max(0, tx.cursor.rowcount)
+                    return max(0, int(tx.cursor.rowcount))
                 changed = 0
                 for key in sorted(keys):
                     tx.cursor.execute(f"{statement} AND key = {q}", (sql.instant(now), key))

@@ -25,14 +25,18 @@ import gc
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 import sqlalchemy as sa
 
-from persistence import db
+from persistence import db, ports
+from persistence.ports import NewEvent as NewEvent
+from persistence.ports import Outbox
+from persistence.ports import StaleVersion as StaleVersion
+from persistence.ports import StoredEvent as StoredEvent
+from persistence.ports import StoredPatient as StoredPatient
 from persistence.tables import patient_table
 from states.plan import Planned, Reminder
 
@@ -55,57 +59,6 @@ def _no_gc() -> Iterator[None]:
 
 #: PostgreSQL channel notified (at commit) by a transaction that added or moved reminders.
 REMINDER_CHANNEL = "pathway_reminders"
-
-
-class StaleVersion(db.WriteConflict):
-    """Another writer changed (or created) the patient since it was read (optimistic version check)."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredPatient:
-    id: str
-    state: str
-    version: int
-    snapshot: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    id: int
-    patient: str | None
-    type: str | None
-    on: date | None
-    status: str
-    by: str | None
-    key: str | None
-    content_hash: str | None
-    payload: dict[str, Any]
-    reasons: list[dict[str, str]]
-    error: str | None
-    state_after: str | None
-    version: int | None
-    refers_to: int | None
-    recorded_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    """An audit-log row to append."""
-
-    status: str
-    payload: dict[str, Any]
-    recorded_at: datetime
-    patient: str | None = None
-    type: str | None = None
-    on: date | None = None
-    by: str | None = None
-    key: str | None = None
-    content_hash: str | None = None
-    reasons: Sequence[dict[str, str]] = ()
-    error: str | None = None
-    state_after: str | None = None
-    version: int | None = None
-    refers_to: int | None = None
 
 
 class _Sql:
@@ -181,7 +134,7 @@ class _Sql:
 
     def read_day(self, value: Any) -> date | None:
         if value is None or isinstance(value, date):
-            return value  # type: ignore[no-any-return]
+            return value
         return date.fromisoformat(value)
 
     def read_instant(self, value: Any) -> datetime | None:
@@ -230,6 +183,7 @@ class Repository:
         self._bulk_lock = threading.Lock()
         self._bulk_users = 0
         self._checkpointer: db.Checkpointer | None = None
+        self._outbox: Outbox | None = None
         #: The driver's integrity error (hot-path statements bypass SQLAlchemy's wrapping).
         self.integrity_errors: tuple[type[Exception], ...] = (
             sa.exc.IntegrityError,
@@ -245,6 +199,14 @@ class Repository:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def outbox(self) -> Outbox:
+        """The reminder table as an outbox (persistence.outbox.SqlOutbox)."""
+        if self._outbox is None:
+            from persistence.outbox import SqlOutbox  # it builds on this module
+
+            self._outbox = SqlOutbox(self)
+        return self._outbox
 
     @contextmanager
     def write(self) -> Iterator[WriteTx]:
@@ -355,7 +317,7 @@ class ReadTx:
         sql = self.repo.sql
         return StoredEvent(row[0], row[1], row[2], sql.read_day(row[3]), row[4], row[5], row[6], row[7],
                            orjson.loads(row[8]), orjson.loads(row[9]), row[10], row[11], row[12], row[13],
-                           sql.read_instant(row[14]))
+                           cast(datetime, sql.read_instant(row[14])))
 
     def _reminder(self, row: Any) -> Reminder:
         due, notify = row[3], row[4]
@@ -636,3 +598,9 @@ class WriteTx(ReadTx):
         else:  # executemany costs more than two single executes
             for row in rows:
                 self.cursor.execute(statement, row)
+
+
+if TYPE_CHECKING:  # mypy checks that the SQL classes satisfy the ports
+
+    def _conforms(repo: Repository) -> ports.Repository:
+        return repo

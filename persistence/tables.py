@@ -13,7 +13,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 
-class UTCDateTime(TypeDecorator):
+class UTCDateTime(TypeDecorator[datetime]):
     """A timezone-aware UTC instant on every backend (SQLite keeps no zone, so we keep UTC)."""
 
     impl = sa.DateTime(timezone=True)

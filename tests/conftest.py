@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from pathway import Engine, ManualClock
+from persistence.memory import MemoryRepository
 
 #: The spec's worked examples, copied into the repository (tests/examples/README.md).
 EXAMPLES = Path(__file__).resolve().parent / "examples"
@@ -81,6 +82,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("pg_url")
 
 
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """Every implementation of the repository port: the in-memory twin, SQLite (a migrated
+    template's copy) and PostgreSQL (when a server answers) — for the contract suite."""
+    if request.param == "memory":
+        return "memory://"
+    return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> Iterator[str]:
     """A SQLite database of the current schema: a copy of a migrated template, on memory-backed
@@ -97,7 +107,17 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def engine(sqlite_url: str, clock: ManualClock) -> Iterator[Engine]:
+def engine(clock: ManualClock) -> Iterator[Engine]:
+    """An engine on the in-memory twin (persistence.memory), for tests of the domain: the rules,
+    the plan, keys and voids, validation. The repository contract suite holds the twin to the
+    SQL semantics (tests/test_repository_contract.py)."""
+    with Engine(MemoryRepository(), clock=clock) as engine:
+        yield engine
+
+
+@pytest.fixture
+def sqlite_engine(sqlite_url: str, clock: ManualClock) -> Iterator[Engine]:
+    """An engine on SQLite, for tests of what the database does (delivery, the CLI, processes, the web)."""
     with Engine.open(sqlite_url, clock=clock) as engine:
         yield engine
 

@@ -39,7 +39,7 @@ from pathway.delivery import (
     LogNotifier,
     WebhookNotifier,
 )
-from persistence.outbox import Delivery, Outbox, StoredReminder
+from persistence.outbox import Delivery, Outbox, SqlOutbox, StoredReminder
 from states.policy import Policy
 from tests.builders import (
     accept,
@@ -91,6 +91,14 @@ class Recorder:
 
 
 ALWAYS_FAILS = 10**9
+
+
+@pytest.fixture
+def engine(sqlite_engine: Engine) -> Engine:
+    """The outbox and the dispatcher's lock file are the database's: the cases without a backend
+    of their own run on SQLite (the in-memory twin's outbox is held to the same contract in
+    tests/test_repository_contract.py)."""
+    return sqlite_engine
 
 
 def stored(engine: Engine, key: str) -> StoredReminder:
@@ -908,15 +916,15 @@ def test_stopping_while_the_job_thread_is_arming_the_next_run_does_not_deadlock(
     engine.record(referral("X1", "2026-01-05"))
     engine.record(referral("X2", "2026-02-01"))  # a reminder still to come: wake() arms for it
     in_wake = threading.Event()
-    original = Outbox.next_due
+    original = SqlOutbox.next_due
     scheduler: Any = None
 
-    def next_due_once_the_stop_began(outbox: Outbox) -> datetime | None:
+    def next_due_once_the_stop_began(outbox: SqlOutbox) -> datetime | None:
         in_wake.set()
         wait_for(lambda: scheduler is not None and scheduler.scheduler.state == STATE_STOPPED)
         return original(outbox)
 
-    monkeypatch.setattr(Outbox, "next_due", next_due_once_the_stop_began)
+    monkeypatch.setattr(SqlOutbox, "next_due", next_due_once_the_stop_began)
     scheduler = engine.start_scheduler([lambda d: None], sweep_seconds=60)  # its first sweep runs at once
     assert in_wake.wait(10)
     stopper = threading.Thread(target=engine.stop_scheduler, daemon=True)

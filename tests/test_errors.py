@@ -87,7 +87,8 @@ def test_dispatch_due_at_an_instant_without_a_time_zone_raises_invalid_argument(
         engine.dispatch_due(datetime(2026, 2, 1, 9), notifiers=[lambda d: None])
 
 
-def test_a_dispatcher_lock_file_that_cannot_be_opened_is_a_storage_error(engine: Engine) -> None:
+def test_a_dispatcher_lock_file_that_cannot_be_opened_is_a_storage_error(sqlite_engine: Engine) -> None:
+    engine = sqlite_engine
     path = db.sqlite_path(engine.repository.engine)
     assert path is not None
     os.mkdir(f"{path}.dispatcher.lock")  # a directory where the lock file goes
@@ -95,7 +96,8 @@ def test_a_dispatcher_lock_file_that_cannot_be_opened_is_a_storage_error(engine:
         engine.dispatch_due(notifiers=[lambda d: None])
 
 
-def test_verify_reports_a_stored_history_that_no_longer_replays_rather_than_failing(engine: Engine) -> None:
+def test_verify_reports_a_stored_history_that_no_longer_replays_rather_than_failing(sqlite_engine: Engine) -> None:
+    engine = sqlite_engine
     accept(engine, referral("V1", "2026-01-05"))
     with engine.repository.engine.begin() as conn:  # the event log refuses updates: drop its guard here
         conn.execute(sa.text("DROP TRIGGER event_log_no_update"))

@@ -10,6 +10,10 @@ voids stack; a referral cannot be voided (`invalid`: record `withdrawn`)."
 
 After each scenario, replaying the patient's accepted history gives the stored snapshot and
 reminders exactly (`engine.verify(p) == []`).
+
+Keys and voids live in the event log; these tests run on the in-memory twin (the `engine`
+fixture). That the event log binds keys and orders events alike on SQLite and PostgreSQL is the
+repository contract's (tests/test_repository_contract.py), which runs on all three.
 """
 
 from __future__ import annotations
@@ -48,13 +52,6 @@ from tests.builders import (
 )
 
 P = "P1"
-
-
-@pytest.fixture
-def engine(any_engine: Engine) -> Engine:
-    """Keys and voids live in the event log: these tests run on every backend (SQLite, and
-    PostgreSQL when a server answers)."""
-    return any_engine
 
 
 def d(text: str) -> date:

@@ -1,16 +1,17 @@
-"""The repository contract: one suite, run against SQLite and PostgreSQL alike (style rule 7)."""
+"""What only the SQL repository has, on SQLite and PostgreSQL alike: creating and migrating a
+database, the append-only event log's triggers, URLs, SQLite's pragmas and bulk imports. The
+repository contract itself (what the engine relies on, the in-memory twin included) is
+tests/test_repository_contract.py."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
 
 from persistence import db
-from persistence.repository import NewEvent, Repository, StaleVersion
-from states.plan import Planned
-from states.vocabulary import ReminderKind
+from persistence.repository import NewEvent, Repository
 
 NOW = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 
@@ -20,15 +21,6 @@ def repo(db_url: str):
     repository = Repository.open(db_url)
     yield repository
     repository.close()
-
-
-def planned(key: str, due: date, patient: str = "P1", kind: ReminderKind = ReminderKind.chemo_cycle) -> Planned:
-    return Planned(f"{patient}:{key}", patient, kind, due, datetime.combine(due, datetime.min.time(), UTC), key)
-
-
-def save(tx, version: int, patient: str = "P1", state: str = "referral") -> None:
-    tx.save_patient(patient=patient, primary="colorectal", state=state, snapshot={"state": state},
-                    referred_on=date(2026, 1, 5), latest_on=date(2026, 1, 5), version=version, now=NOW)
 
 
 def test_a_new_database_is_created_and_migrated_on_first_use(db_url: str) -> None:
@@ -75,101 +67,6 @@ def test_the_event_log_refuses_updates_and_deletes(repo: Repository) -> None:
             conn.execute(sa.text(statement))
     with repo.read() as tx:
         assert tx.conn.execute(sa.text("SELECT status FROM event_log")).scalar_one() == "invalid"
-
-
-def test_a_patient_is_inserted_at_version_one_and_updated_only_from_the_version_read(repo: Repository) -> None:
-    with repo.write() as tx:
-        save(tx, 1)
-        save(tx, 2, state="mdt_assessment")
-    with repo.read() as tx:
-        stored = tx.patient("P1")
-    assert (stored.version, stored.state, stored.snapshot) == (2, "mdt_assessment", {"state": "mdt_assessment"})
-
-
-def test_a_stale_version_is_refused_and_changes_nothing(repo: Repository) -> None:
-    with repo.write() as tx:
-        save(tx, 1)
-    with pytest.raises(StaleVersion), repo.write() as tx:
-        save(tx, 3, state="withdrawn")  # written as if version 2 had been read
-    with repo.read() as tx:
-        assert tx.patient("P1").version == 1
-
-
-def test_creating_a_patient_twice_is_a_stale_version(repo: Repository) -> None:
-    with repo.write() as tx:
-        save(tx, 1)
-    with pytest.raises(StaleVersion), repo.write() as tx:
-        save(tx, 1)
-
-
-def test_an_accepted_idempotency_key_is_unique_per_patient_but_refusals_bind_nothing(repo: Repository) -> None:
-    def row(status: str, patient: str = "P1") -> NewEvent:
-        return NewEvent(status=status, payload={}, recorded_at=NOW, patient=patient, type="biomarker", key="k1")
-
-    with repo.write() as tx:
-        tx.append(row("refused"))
-        tx.append(row("refused"))
-        tx.append(row("accepted"))
-        tx.append(row("accepted", patient="P2"))
-    with pytest.raises(repo.integrity_errors), repo.write() as tx:
-        tx.append(row("accepted"))
-    with repo.read() as tx:
-        assert tx.accepted_with_key("P1", "k1").status == "accepted"
-        assert tx.accepted_with_key("P1", "other") is None
-
-
-def test_reconcile_inserts_new_keys_closes_vanished_ones_and_moves_changed_ones(repo: Repository) -> None:
-    a = planned("a", date(2026, 3, 10))
-    b = planned("b", date(2026, 3, 12))
-    b_moved = planned("b", date(2026, 3, 19))
-    c = planned("c", date(2026, 3, 20))
-    with repo.write() as tx:
-        save(tx, 1)
-        tx.reconcile([], [a, b], state="neoadjuvant_chemo", state_changed=False, closed_status={}, closed_by=None, now=NOW)
-        tx.reconcile([a, b], [b_moved, c], state="neoadjuvant_chemo", state_changed=False, closed_status={a.key: "done"}, closed_by=7, now=NOW)
-    with repo.read() as tx:
-        pending = {r.key: r.due_on for r in tx.reminders("P1")}
-        closed = {r.key: r.status for r in tx.reminders("P1", statuses=("done", "cancelled"))}
-    assert pending == {b.key: date(2026, 3, 19), c.key: date(2026, 3, 20)}
-    assert closed == {a.key: "done"}
-
-
-def test_a_closed_reminder_whose_key_is_planned_again_is_reopened(repo: Repository) -> None:
-    a = planned("a", date(2026, 3, 10))
-    with repo.write() as tx:
-        save(tx, 1)
-        tx.reconcile([], [a], state="neoadjuvant_chemo", state_changed=False, closed_status={}, closed_by=None, now=NOW)
-        tx.reconcile([a], [], state="neoadjuvant_chemo", state_changed=False, closed_status={}, closed_by=3, now=NOW)
-        tx.reconcile([], [a], state="neoadjuvant_chemo", state_changed=False, closed_status={}, closed_by=None, now=NOW)
-    with repo.read() as tx:
-        assert [(r.key, r.status) for r in tx.reminders("P1", statuses=None)] == [(a.key, "pending")]
-
-
-def test_instants_come_back_timezone_aware_in_utc(repo: Repository) -> None:
-    local = datetime(2026, 7, 1, 8, 0, tzinfo=UTC) + timedelta(microseconds=123)
-    due = planned("a", date(2026, 7, 3))
-    due = Planned(due.key, due.patient, due.kind, due.due_on, local, due.detail)
-    with repo.write() as tx:
-        save(tx, 1)
-        tx.reconcile([], [due], state="neoadjuvant_chemo", state_changed=False, closed_status={}, closed_by=None, now=NOW)
-    with repo.read() as tx:
-        (stored,) = tx.reminders("P1")
-    assert stored.notify_at == local and stored.notify_at.tzinfo is not None
-
-
-def test_due_by_lists_pending_reminders_due_by_a_date_oldest_first_with_the_patient_state(repo: Repository) -> None:
-    with repo.write() as tx:
-        save(tx, 1, patient="P1", state="neoadjuvant_chemo")
-        save(tx, 1, patient="P2", state="follow_up")
-        tx.reconcile([], [planned("x", date(2026, 3, 9), "P1"), planned("late", date(2026, 2, 1), "P1")],
-                     state="neoadjuvant_chemo", state_changed=False, closed_status={}, closed_by=None, now=NOW)
-        tx.reconcile([], [planned("y", date(2026, 3, 5), "P2"), planned("far", date(2026, 9, 1), "P2")],
-                     state="follow_up", state_changed=False, closed_status={}, closed_by=None, now=NOW)
-    with repo.read() as tx:
-        rows = tx.due_by(date(2026, 3, 9))
-    assert [(r.key, r.state) for r in rows] == [
-        ("P1:late", "neoadjuvant_chemo"), ("P2:y", "follow_up"), ("P1:x", "neoadjuvant_chemo")
-    ]
 
 
 def test_an_unsupported_database_url_is_refused() -> None:
@@ -286,30 +183,6 @@ def test_upgrading_to_0005_keeps_login_failures_as_unknown_device_ones_and_downg
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM login_failure")).scalar() == 1
     engine.dispose()
-
-
-def test_pending_reminders_follow_the_patient_state_when_it_changes(repo: Repository) -> None:
-    kept = planned("kept", date(2026, 4, 1))
-    with repo.write() as tx:
-        save(tx, 1)
-        tx.reconcile([], [kept], state="adjuvant_chemo", state_changed=True, closed_status={}, closed_by=None,
-                     now=NOW)
-        tx.reconcile([kept], [kept], state="follow_up", state_changed=True, closed_status={}, closed_by=None,
-                     now=NOW)
-    with repo.read() as tx:
-        assert [r.state for r in tx.due_by(date(2026, 12, 31))] == ["follow_up"]
-        assert [r.state for r in tx.reminders("P1")] == ["follow_up"]
-
-
-def test_a_patient_s_reminders_are_its_key_range_only(repo: Repository) -> None:
-    """Keys start with "<patient>:", so P1's range never takes P10's or P1x's reminders."""
-    with repo.write() as tx:
-        for patient in ("P1", "P10", "P1x"):
-            save(tx, 1, patient=patient)
-            tx.reconcile([], [planned("a", date(2026, 4, 1), patient)], state="referral", state_changed=True,
-                         closed_status={}, closed_by=None, now=NOW)
-    with repo.read() as tx:
-        assert [r.key for r in tx.reminders("P1")] == ["P1:a"]
 
 
 def test_a_bulk_import_on_sqlite_keeps_its_wal_bounded(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

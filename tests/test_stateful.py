@@ -11,10 +11,8 @@ Profiles: `ci` (the default, fast) and `long` (10,000 histories):
 
 from __future__ import annotations
 
-import tempfile
 import uuid
 from datetime import date, timedelta
-from pathlib import Path
 
 from hypothesis import event as event_note
 from hypothesis import strategies as st
@@ -44,11 +42,10 @@ _ENGINE: Engine | None = None
 
 
 def shared_engine() -> Engine:
-    """One SQLite database for the whole run (each history uses patients of its own)."""
+    """One engine on the in-memory twin for the whole run (each history uses patients of its own)."""
     global _ENGINE
     if _ENGINE is None:
-        folder = Path(tempfile.mkdtemp(prefix="pathway-stateful-"))
-        _ENGINE = Engine.open(f"sqlite:///{folder / 'stateful.db'}", clock=ManualClock(PINNED))
+        _ENGINE = Engine.open("memory://", clock=ManualClock(PINNED))
     return _ENGINE
 
 

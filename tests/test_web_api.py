@@ -37,6 +37,12 @@ class Web:
         return self.client.get(f"/api/v1{path}", params=params, headers=self.auth(role))
 
 
+@pytest.fixture
+def engine(sqlite_engine: Engine) -> Engine:
+    """The web app keeps its accounts in the database: SQLite (or `any_engine`), never the twin."""
+    return sqlite_engine
+
+
 def make_web(engine: Engine) -> Web:
     app = create_app(engine, scheduler=False)
     accounts: Accounts = app.state.accounts

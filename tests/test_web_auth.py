@@ -28,6 +28,12 @@ API_GETS = ["/api/v1/patients", "/api/v1/patients/P1", "/api/v1/worklist", "/api
 
 
 
+@pytest.fixture
+def engine(sqlite_engine: Engine) -> Engine:
+    """The web app keeps its accounts in the database: SQLite (or `any_engine`), never the twin."""
+    return sqlite_engine
+
+
 def login(client: TestClient, name: str = "coordinator", password: str = PASSWORD, next_path: str = "/") -> Any:
     page = client.get("/login")
     return client.post("/login", data={"name": name, "password": password, "csrf": csrf_of(page.text),

@@ -1,7 +1,7 @@
 """Alembic environment: runs on the connection handed over by persistence.db, or on the URL."""
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 from persistence.tables import metadata
 
@@ -13,12 +13,15 @@ def run() -> None:
     if connection is not None:
         _migrate(connection)
         return
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise SystemExit("no database: persistence.db hands over a connection or sets sqlalchemy.url")
+    engine = create_engine(url)
     with engine.begin() as conn:
         _migrate(conn)
 
 
-def _migrate(connection) -> None:  # noqa: ANN001
+def _migrate(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=metadata,

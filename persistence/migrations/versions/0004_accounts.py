@@ -13,6 +13,8 @@ Revises: 0003
 Create Date: 2026-11-27
 """
 
+from datetime import datetime
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -22,7 +24,7 @@ branch_labels = None
 depends_on = None
 
 
-def instant(name: str, nullable: bool = False) -> sa.Column:
+def instant(name: str, nullable: bool = False) -> sa.Column[datetime]:
     return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
 
 

@@ -14,6 +14,8 @@ Revises: 0004
 Create Date: 2026-12-03
 """
 
+from datetime import datetime
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -23,7 +25,7 @@ branch_labels = None
 depends_on = None
 
 
-def instant(name: str, nullable: bool = False) -> sa.Column:
+def instant(name: str, nullable: bool = False) -> sa.Column[datetime]:
     return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
 
 
