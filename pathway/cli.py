@@ -50,6 +50,7 @@ from pathway.errors import (
     UnknownPatient,
 )
 from persistence import db as dbmod
+from persistence.ports import DeliveryStatus, PlanStatus
 from states.vocabulary import Status
 
 #: Events per transaction for `record`: each commit is an fsync (synchronous=FULL), so large imports
@@ -403,7 +404,7 @@ def run(log_: bool, webhooks: tuple[str, ...], emails: tuple[str, ...], smtp: st
 
 @main.command()
 @click.option("--patient", default=None, help="One patient's reminders.")
-@click.option("--status", type=click.Choice(["pending", "done", "cancelled", "queued", "sent", "failed"]),
+@click.option("--status", type=click.Choice([*PlanStatus, *(s for s in DeliveryStatus if s is not DeliveryStatus.claimed)]),
               default=None, help="pending/done/cancelled: the plan; queued/sent/failed: the delivery.")
 @click.option("--failed", is_flag=True, help="Same as --status failed: deliveries that gave up.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="At most N reminders.")
@@ -416,7 +417,7 @@ def reminders(patient: str | None, status: str | None, failed: bool, limit: int 
         if status not in (None, "failed"):
             raise Fail("--failed and --status cannot be combined", EXIT_USAGE)
         status = "failed"
-    plan = status if status in ("pending", "done", "cancelled") else None
+    plan = status if status in PlanStatus.__members__ else None
     sent = status if status in ("queued", "sent", "failed") else None
     with _open(db_url, policy_file, create=False) as engine:
         if patient is not None:

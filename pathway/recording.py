@@ -24,7 +24,7 @@ from pathway import clock as clocks
 from pathway.errors import ConcurrentUpdate, StorageError
 from pathway.results import Result
 from persistence import db
-from persistence.ports import NewEvent, WriteTx
+from persistence.ports import NewEvent, PlanStatus, WriteTx
 from states.definition import DEFINITION
 from states.events import PATIENT_ID, Event, EventValidationError, parse_event, storable
 from states.facts import Snapshot
@@ -267,7 +267,8 @@ class Recording:
         new_version = version + 1
         planned = project(new, self.policy)
         old_planned = loaded.planned if loaded else []
-        fulfils = {p.key: ("done" if DEFINITION.fulfils(event.type, p.kind) else "cancelled") for p in old_planned}
+        fulfils = {p.key: (PlanStatus.done if DEFINITION.fulfils(event.type, p.kind) else PlanStatus.cancelled)
+                   for p in old_planned}
         # the snapshot first: its version check (and row lock) orders concurrent writers
         tx.save_patient(
             patient=event.patient, primary=new.primary, state=str(new.state), snapshot=new,

@@ -10,7 +10,7 @@ from typing import Any
 from pathway.delivery import SWEEP_SECONDS, Dispatcher, DispatcherLock, DispatchReport, ReminderScheduler
 from pathway.errors import ConfigurationError, InvalidArgument, storage_errors
 from pathway.reading import _check_limit
-from persistence.ports import DELIVERY_STATUSES, PLAN_STATUSES, StoredReminder
+from persistence.ports import DeliveryStatus, PlanStatus, StoredReminder
 
 
 class Reminding:
@@ -78,10 +78,10 @@ class Reminding:
                    limit: int | None = None) -> list[StoredReminder]:
         """Reminders with their delivery record (`pathway reminders`): filter by patient, plan
         status (pending | done | cancelled) and delivery (queued | claimed | sent | failed)."""
-        if status is not None and status not in PLAN_STATUSES:
-            raise InvalidArgument(f"status must be one of {', '.join(PLAN_STATUSES)}, got {status!r}")
-        if delivery is not None and delivery not in DELIVERY_STATUSES:
-            raise InvalidArgument(f"delivery must be one of {', '.join(DELIVERY_STATUSES)}, got {delivery!r}")
+        if status is not None and status not in PlanStatus.__members__:
+            raise InvalidArgument(f"status must be one of {', '.join(PlanStatus)}, got {status!r}")
+        if delivery is not None and delivery not in DeliveryStatus.__members__:
+            raise InvalidArgument(f"delivery must be one of {', '.join(DeliveryStatus)}, got {delivery!r}")
         _check_limit(limit)
         with storage_errors():
             return self.repository.outbox().listing(patient=patient, status=status, delivery=delivery, limit=limit)

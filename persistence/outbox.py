@@ -23,10 +23,8 @@ from datetime import datetime
 from typing import Any
 
 from persistence import db, ports
-from persistence.ports import DELIVERY_STATUSES as DELIVERY_STATUSES
 from persistence.ports import LATE_AFTER_SECONDS as LATE_AFTER_SECONDS
 from persistence.ports import MAX_ERROR
-from persistence.ports import PLAN_STATUSES as PLAN_STATUSES
 from persistence.ports import Delivery as Delivery
 from persistence.ports import Failed as Failed
 from persistence.ports import Retry as Retry

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from enum import StrEnum
 from threading import Event
 from typing import Any, NamedTuple, Protocol
 
@@ -163,9 +164,21 @@ Sent = tuple[str, int]  # (key, late_by_s)
 Retry = tuple[str, datetime, str]  # (key, next attempt not before, error)
 Failed = tuple[str, str]  # (key, error)
 
-#: A reminder's plan status, and its delivery's.
-PLAN_STATUSES = ("pending", "done", "cancelled")
-DELIVERY_STATUSES = ("queued", "claimed", "sent", "failed")
+class PlanStatus(StrEnum):
+    """A stored reminder in the care plan."""
+
+    pending = "pending"  # planned and still expected
+    done = "done"  # the event it waited for was recorded
+    cancelled = "cancelled"  # no longer planned (route changed, terminal state, void)
+
+
+class DeliveryStatus(StrEnum):
+    """A stored reminder's notification (the outbox)."""
+
+    queued = "queued"  # to be sent at send_after
+    claimed = "claimed"  # a dispatcher is delivering it (until its lease ends)
+    sent = "sent"
+    failed = "failed"  # gave up after the policy's attempts (`pathway retry` queues it again)
 #: Characters of a delivery error kept (`finish`).
 MAX_ERROR = 2000
 
