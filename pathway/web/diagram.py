@@ -62,8 +62,9 @@ def pathway_graph(definition: Definition = DEFINITION) -> Graph:
     terminal = {str(s) for s in TERMINAL_STATES}
 
     sources: dict[tuple[str, str | None], set[str]] = {}
-    for t in definition.transitions:
-        sources.setdefault((str(t.event), None if t.dest is None else str(t.dest)), set()).add(str(t.source))
+    for edge in definition.edges():  # the graph as the definition derives it (the machine and the API too)
+        stays = edge.dest is edge.source
+        sources.setdefault((str(edge.event), None if stays else str(edge.dest)), set()).add(str(edge.source))
 
     common: list[tuple[str, str, tuple[str, ...]]] = []
     common_loops: list[str] = []
