@@ -214,17 +214,29 @@ def _print_result(out: Console, number: int, result: Result) -> None:
 # -- show ----------------------------------------------------------------------------------------
 
 
+def _instant(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return clocks.parse_instant(value, name=f"--{param.name.replace('_', '-')}" if param.name else "instant")
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @main.command()
 @click.argument("patient")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--as-recorded-at", "as_recorded_at", callback=_instant, metavar="INSTANT",
+              help="Show the patient as the engine knew them at this instant (ISO, with an offset).")
 @common
-def show(patient: str, as_json: bool, db_url: str | None, policy_file: str | None) -> None:
-    """State, history, pending reminders and advice of PATIENT."""
+def show(patient: str, as_json: bool, as_recorded_at: Any, db_url: str | None, policy_file: str | None) -> None:
+    """State, history (in date order), pending reminders and advice of PATIENT."""
     with _open(db_url, policy_file, create=False) as engine:
         try:
-            view = engine.show(patient)
+            view = engine.show(patient, as_recorded_at=as_recorded_at)
         except UnknownPatient as exc:
-            raise Fail(str(exc), EXIT_PROBLEM) from exc
+            raise Fail(str(exc) if as_recorded_at is None else f"{exc} (as recorded at {as_recorded_at.isoformat()})",
+                       EXIT_PROBLEM) from exc
     if as_json:
         sys.stdout.write(json.dumps(view.as_dict(), indent=2) + "\n")
         return
@@ -245,6 +257,8 @@ def _print_view(out: Console, view: PatientView) -> None:
         history.add_column(column)
     for h in view.history:
         notes = ", ".join(r["code"] for r in h.reasons) or (h.error or "")
+        if h.late_entry:
+            notes = f"entered {h.late_by_days} days late" + (f"; {notes}" if notes else "")
         status = h.status + (" (voided)" if h.voided else "")
         history.add_row(str(h.id), h.on.isoformat() if h.on else "", h.type or "?",
                         Text(status, style=_STATUS_STYLE.get(Status(h.status), "")), h.by or "", notes)

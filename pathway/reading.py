@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from pathway.errors import InvalidArgument, UnknownPatient, storage_errors
+from pathway.recording import recorded
 from pathway.results import HistoryEntry, PatientView, WorklistItem, history_entries
-from persistence.ports import ReadTx
+from persistence.ports import ReadTx, StoredEvent
 from states.facts import Snapshot
-from states.plan import Reminder
+from states.pathway import effective, evolve, replay
+from states.plan import Reminder, project
 from states.vocabulary import Severity, Status
 
 
@@ -24,16 +27,27 @@ class Reading:
         with storage_errors(), self.repository.read() as tx:
             yield tx
 
-    def show(self, patient: str) -> PatientView:
-        """The patient's state, full history (refusals included), pending reminders and advice."""
+    def show(self, patient: str, *, as_recorded_at: datetime | None = None) -> PatientView:
+        """The patient's state, full history (refusals included) in clinical order, pending
+        reminders and advice. With `as_recorded_at` (an aware instant): the patient exactly as the
+        engine knew them then — the history recorded by that instant, the state and snapshot its
+        replay gives, and the reminders it plans (under the current policy)."""
         with self._reading() as tx:
             stored = tx.patient(patient)
             if stored is None:
                 raise UnknownPatient(patient)
             events = tx.events(patient)
             reminders = tx.reminders(patient)
+        if as_recorded_at is not None:
+            return self._as_recorded_at(patient, events, as_recorded_at)
         snapshot = Snapshot.from_dict(stored.snapshot)
-        history = history_entries(events)
+        return self._view(patient, snapshot, stored.state, stored.version, events, reminders)
+
+    def _view(self, patient: str, snapshot: Snapshot, state: str, version: int, events: list[StoredEvent],
+              reminders: Iterable[Reminder]) -> PatientView:
+        history = history_entries(events, self.policy.zone)
+        if any(h.late_entry for h in history):
+            history = self._states_in_date_order(events, history)
         advice = tuple(
             {**reason, "on": entry.on.isoformat() if entry.on else None, "event": entry.id, "type": entry.type}
             for entry in history
@@ -44,20 +58,46 @@ class Reading:
         return PatientView(
             patient=patient,
             primary=snapshot.primary,
-            state=stored.state,
-            version=stored.version,
+            state=state,
+            version=version,
             history=tuple(history),
             reminders=tuple(reminders),
             advice=advice,
             snapshot=snapshot,
         )
 
+    def _states_in_date_order(self, events: list[StoredEvent], history: list[HistoryEntry]) -> list[HistoryEntry]:
+        """After a late entry, the state each effective event led to in date order (the log keeps
+        the state as recorded; an event recorded before a late one may have been in another state
+        since): replayed here, as `verify` would."""
+        items = effective([recorded(e) for e in events if e.status == Status.accepted])
+        states: dict[int, str] = {}
+        s = None
+        for item in items:
+            s = evolve(s, item.event, self.policy)
+            states[item.id] = str(s.state)
+        return [dataclasses.replace(h, state_after=states[h.id]) if h.id in states else h for h in history]
+
+    def _as_recorded_at(self, patient: str, events: list[StoredEvent], at: datetime) -> PatientView:
+        if at.tzinfo is None:
+            raise InvalidArgument(f"as_recorded_at must be an instant with a UTC offset, got {at.isoformat()}")
+        known = [e for e in events if e.recorded_at <= at]
+        accepted = [e for e in known if e.status == Status.accepted]
+        if not accepted:
+            raise UnknownPatient(patient)  # not yet referred then
+        snapshot = replay([recorded(e) for e in accepted], self.policy)
+        assert snapshot is not None  # its referral is among them
+        planned = project(snapshot, self.policy)
+        reminders = [Reminder(p.key, p.patient, str(p.kind), p.due_on, p.notify_at, "pending", p.detail)
+                     for p in planned]
+        return self._view(patient, snapshot, str(snapshot.state), len(accepted), known, reminders)
+
     def history(self, patient: str) -> list[HistoryEntry]:
         with self._reading() as tx:
             events = tx.events(patient)
         if not events:
             raise UnknownPatient(patient)
-        return history_entries(events)
+        return history_entries(events, self.policy.zone)
 
     def reminders(self, patient: str, statuses: Iterable[str] | None = ("pending",)) -> list[Reminder]:
         with self._reading() as tx:

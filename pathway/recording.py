@@ -24,11 +24,11 @@ from pathway import clock as clocks
 from pathway.errors import ConcurrentUpdate, StorageError
 from pathway.results import Result
 from persistence import db
-from persistence.ports import NewEvent, PlanStatus, WriteTx
+from persistence.ports import NewEvent, PlanStatus, StoredEvent, WriteTx
 from states.definition import DEFINITION
 from states.events import PATIENT_ID, Event, EventValidationError, parse_event, storable
 from states.facts import Snapshot
-from states.pathway import decide, decide_void, voided_target
+from states.pathway import Recorded, decide, decide_late, decide_void
 from states.plan import Planned, project
 from states.rules import Reason
 from states.vocabulary import EventType, Severity, Status
@@ -243,13 +243,11 @@ class Recording:
                     by, now, event, state,
                 )
 
-        refers_to = None
         try:
             if event.type is EventType.void:
-                stored_history = tx.events(event.patient, accepted_only=True) if snapshot else []
-                history = [parse_event(e.payload) for e in stored_history]
-                outcome = decide_void(history, snapshot, event, self.policy, today)
-                refers_to = stored_history[voided_target(history)].id
+                outcome = decide_void(self._history(tx, event.patient, snapshot), snapshot, event, self.policy, today)
+            elif snapshot is not None and event.on < snapshot.latest_on:  # a late entry: one replay
+                outcome = decide_late(self._history(tx, event.patient, snapshot), event, self.policy, today)
             else:
                 outcome = decide(snapshot, event, self.policy, today)
         except EventValidationError as exc:
@@ -275,9 +273,10 @@ class Recording:
             referred_on=new.referred_on, latest_on=new.latest_on, version=new_version, now=now,
         )
         try:
-            event_id = tx.append(self._row(Status.accepted, event, by, now, state=str(new.state),
+            event_id = tx.append(self._row(Status.accepted, event, by, now,
+                                           state=str(outcome.placed_state or new.state),
                                            reasons=[r.as_dict() for r in outcome.reasons],
-                                           version=new_version, refers_to=refers_to))
+                                           version=new_version, refers_to=outcome.target))
         except self.repository.integrity_errors as exc:  # the same key bound by a concurrent writer
             raise db.WriteConflict(f"patient {event.patient}: key {event.key!r} was bound concurrently") from exc
         tx.reconcile(old_planned, planned, state=str(new.state), state_changed=snapshot is None or new.state != snapshot.state,
@@ -285,7 +284,12 @@ class Recording:
         tx.memo[event.patient] = _Loaded(new_version, new, planned)
         log.debug("accepted %s patient=%s state=%s", event.type, event.patient, new.state)
         return Result(Status.accepted, event.patient, str(event.type), str(new.state), outcome.reasons,
-                      event_id=event_id, version=new_version)
+                      event_id=event_id, version=new_version, reevaluated=outcome.reevaluated)
+
+    @staticmethod
+    def _history(tx: WriteTx, patient: str, snapshot: Snapshot | None) -> list[Recorded]:
+        """The patient's accepted events, as the domain decides late entries and voids on them."""
+        return [] if snapshot is None else [recorded(e) for e in tx.events(patient, accepted_only=True)]
 
     def _row(
         self,
@@ -356,3 +360,10 @@ def _field(raw: Any, name: str) -> str | None:
         if isinstance(value, str):
             return value
     return None
+
+
+def recorded(stored: StoredEvent) -> Recorded:
+    """An accepted row of the event log as the domain's `Recorded`: its id, the event, the event a
+    void undoes, and the outcome it was recorded with."""
+    return Recorded(stored.id, parse_event(stored.payload), stored.refers_to if stored.type == EventType.void else None,
+                    tuple((r["code"], r["severity"]) for r in stored.reasons), stored.state_after)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
 
 from pathway.errors import EventRefused, InvalidEvent
 from persistence.ports import StoredEvent
@@ -28,6 +29,8 @@ class Result:
     errors: tuple[tuple[str, str], ...] = ()
     event_id: int | None = None
     version: int | None = None
+    #: A late entry or a void: the ids of the later events decided again (each kept its outcome).
+    reevaluated: tuple[int, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -43,7 +46,7 @@ class Result:
         return self
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "patient": self.patient,
             "type": self.type,
             "status": str(self.status),
@@ -51,6 +54,9 @@ class Result:
             "reasons": [r.as_dict() for r in self.reasons],
             "error": self.error,
         }
+        if self.reevaluated:
+            out["reevaluated"] = list(self.reevaluated)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +78,10 @@ class HistoryEntry:
     state_after: str | None = None
     voided_by: int | None = None
     void_of: int | None = None
+    #: Days between the clinical date and the (clinic-local) day it was recorded.
+    late_by_days: int | None = None
+    #: Recorded after an event with a later clinical date: placed back in date order.
+    late_entry: bool = False
 
     @property
     def voided(self) -> bool:
@@ -103,6 +113,10 @@ class HistoryEntry:
                 out["voided_by"] = self.voided_by
         if self.void_of is not None:
             out["void_of"] = self.void_of
+        if self.late_by_days is not None:
+            out["late_by_days"] = self.late_by_days
+        if self.late_entry:
+            out["late_entry"] = True
         return out
 
 
@@ -149,20 +163,21 @@ class WorklistItem(NamedTuple):
         return out
 
 
-def history_entries(events: list[StoredEvent]) -> list[HistoryEntry]:
-    voided_by: dict[int, int] = {}
-    stack: list[int] = []
-    for e in events:
-        if e.status != Status.accepted:
-            continue
-        if e.type == EventType.void:
-            voided_by[stack.pop()] = e.id
-        else:
-            stack.append(e.id)
+def history_entries(events: list[StoredEvent], zone: ZoneInfo) -> list[HistoryEntry]:
+    """A patient's audit history in clinical order — by date, and on one day in the order of
+    recording — with what each void undid, how late each event was recorded (in the clinic's
+    days), and which were late entries (recorded after an event dated later)."""
+    voided_by = {e.refers_to: e.id for e in events
+                 if e.status == Status.accepted and e.type == EventType.void and e.refers_to is not None}
     out = []
-    for e in events:
+    latest: date | None = None  # the latest clinical date among the accepted events recorded so far
+    for e in events:  # record order
         payload = e.payload if isinstance(e.payload, dict) else {}
         data = payload.get("data") if e.status != Status.invalid else payload
+        counts = e.status == Status.accepted and e.type != EventType.void and e.on is not None
+        late_entry = counts and latest is not None and e.on < latest  # type: ignore[operator]
+        if counts and (latest is None or e.on > latest):  # type: ignore[operator]
+            latest = e.on
         out.append(HistoryEntry(
             id=e.id, type=e.type, on=e.on, status=e.status, by=e.by, recorded_at=e.recorded_at,
             reasons=tuple(e.reasons), data=data if isinstance(data, dict) else {},
@@ -170,5 +185,8 @@ def history_entries(events: list[StoredEvent]) -> list[HistoryEntry]:
             override=tuple(payload.get("override", ())) if e.status != Status.invalid else (),
             key=e.key, error=e.error, state_after=e.state_after, voided_by=voided_by.get(e.id),
             void_of=e.refers_to if e.type == EventType.void and e.status == Status.accepted else None,
+            late_by_days=(e.recorded_at.astimezone(zone).date() - e.on).days if e.on is not None else None,
+            late_entry=bool(late_entry),
         ))
+    out.sort(key=lambda h: (h.on or h.recorded_at.astimezone(zone).date(), h.id))
     return out

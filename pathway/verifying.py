@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pathway.errors import UnknownPatient
-from states.events import parse_event
+from pathway.recording import recorded
 from states.facts import Snapshot
 from states.pathway import replay
 from states.plan import project
@@ -25,7 +25,7 @@ class Verifying:
             reminders = tx.reminders(patient)
         problems = []
         try:
-            replayed = replay([parse_event(e.payload) for e in events], self.policy)
+            replayed = replay([recorded(e) for e in events], self.policy)
         except ValueError as exc:  # a stored event the contract refuses now, a void with nothing to undo
             return [f"its accepted history does not replay: {exc}"]
         if replayed is None:

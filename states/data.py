@@ -215,3 +215,13 @@ class WithdrawnData(EventData):
 
 class VoidData(EventData):
     reason: Annotated[str, Field(strict=True, min_length=1, max_length=2000)]
+    #: The event to undo, by its idempotency key or by its number in the history (`#12`); neither:
+    #: the patient's latest effective event.
+    target_key: Annotated[str, Field(strict=True, min_length=1, max_length=200)] | None = None
+    target_event: Annotated[int, Field(strict=True, ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> VoidData:
+        if self.target_key is not None and self.target_event is not None:
+            raise ValueError("name the event to void once: target_key or target_event, not both")
+        return self

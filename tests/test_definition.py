@@ -42,6 +42,8 @@ SPEC_RULES = {
     "RIGHT_SIDED_ANTI_EGFR": "confirm", "PREOP_CYCLES_EXCEEDED": "confirm", "ABLATION_LESION_SIZE": "confirm",
     "LOW_VOLUME_CENTRE": "confirm", "CYCLE_TOO_EARLY": "confirm", "COLORECTAL_REGIMEN": "confirm",
     "DISAPPEARING_METASTASES": "advice", "CHEMO_BEFORE_SURGICAL_REVIEW": "advice",
+    # v1.2 (docs/contract.md changelog)
+    "LATE_ENTRY_CONFLICT": "block", "VOID_CONFLICT": "block",
 }
 SPEC_KINDS = {
     "mdt_due", "mdt_meeting", "chemo_cycle", "restaging_scan", "surgery_due", "pve_due", "flr_scan",
@@ -49,7 +51,7 @@ SPEC_KINDS = {
 }
 
 
-def test_the_vocabulary_is_exactly_the_spec_s() -> None:
+def test_the_vocabulary_is_exactly_the_contract_s() -> None:
     assert {str(s) for s in State} == SPEC_STATES
     assert {str(e) for e in EventType} == SPEC_EVENTS
     assert {str(k) for k in ReminderKind} == SPEC_KINDS

@@ -19,7 +19,7 @@ repository contract's (tests/test_repository_contract.py), which runs on all thr
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -340,13 +340,16 @@ def test_a_void_frees_the_date_order_for_a_corrected_event(engine: Engine) -> No
     assert engine.verify(P) == []
 
 
-def test_a_void_dated_before_the_latest_effective_event_is_invalid(engine: Engine) -> None:
-    """A void is an event like any other for the date-order check."""
+def test_a_void_may_be_dated_any_day_up_to_today_but_not_in_the_future(engine: Engine) -> None:
+    """A void is not a clinical fact: its date is when the error was undone, before the latest
+    event's date or after it; a void dated in the future is invalid like any event (v1.2)."""
     walk_to(engine, P, "neoadjuvant_chemo")
     accept(engine, cycle(P, "2026-01-19"))
-    result = engine.record(void(P, "2026-01-18"))
-    assert result.status == "invalid"
+    future = (engine.today() + timedelta(days=1)).isoformat()
+    assert engine.record(void(P, future)).status == "invalid"
     assert engine.show(P).version == 4
+    result = engine.record(void(P, "2026-01-18"))
+    assert result.status == "accepted" and engine.show(P).version == 5
 
 
 def test_a_void_reopens_a_terminal_patient(engine: Engine) -> None:

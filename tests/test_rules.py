@@ -75,6 +75,9 @@ SPEC_CODES = {
     "COLORECTAL_REGIMEN": "confirm",
     "DISAPPEARING_METASTASES": "advice",
     "CHEMO_BEFORE_SURGICAL_REVIEW": "advice",
+    # v1.2: late entries and voids of any event (tests/test_late_entries.py)
+    "LATE_ENTRY_CONFLICT": "block",
+    "VOID_CONFLICT": "block",
 }
 
 
@@ -147,8 +150,8 @@ def neoadjuvant_done(engine: Engine, p: str = P, n: int = 6, every: int = 14, **
 # -- the catalogue -------------------------------------------------------------------------------------
 
 
-def test_the_catalogue_holds_exactly_the_codes_of_spec_section_4() -> None:
-    """Every code of spec section 4 exists with its severity, a message and a source, and no other."""
+def test_the_catalogue_holds_exactly_the_codes_of_contract_section_4() -> None:
+    """Every code of the contract's section 4 exists with its severity, a message and a source, and no other."""
     assert {code: str(rule.severity) for code, rule in RULES.items()} == SPEC_CODES
     for rule in RULES.values():
         assert rule.message.strip() and rule.source.strip()

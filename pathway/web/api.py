@@ -18,7 +18,7 @@ accepted or duplicate).
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -115,6 +115,8 @@ class EventResult(BaseModel):
     state: str | None
     reasons: list[ReasonOut]
     error: str | None
+    reevaluated: list[int] | None = Field(
+        default=None, description="A late entry or a void: the later events decided again (each kept its outcome)")
 
 
 class PatientState(BaseModel):
@@ -285,13 +287,23 @@ def get_patients(request: Request, state: State | None = None,
     summary="One patient: state, history, pending reminders, advice (`show --json`)",
     responses={404: {"model": _Error, "description": "No such patient"}},
 )
-def get_patient(request: Request, patient: str, _user: User = Depends(require_api_role("viewer"))) -> JSONResponse:
+def get_patient(
+    request: Request,
+    patient: str,
+    as_recorded_at: Annotated[datetime | None, Query(
+        description="An instant with a UTC offset: the patient as the engine knew them then")] = None,
+    _user: User = Depends(require_api_role("viewer")),
+) -> JSONResponse:
     if not PATIENT_ID.match(patient):
         return JSONResponse({"detail": "no such patient"}, status_code=404)
+    if as_recorded_at is not None and as_recorded_at.tzinfo is None:
+        raise RequestValidationError([{"loc": ["query", "as_recorded_at"], "type": "timezone_aware",
+                                       "msg": "must be an instant with a UTC offset, e.g. 2027-03-01T09:00:00Z"}])
     try:
-        view = engine_of(request).show(patient)
+        view = engine_of(request).show(patient, as_recorded_at=as_recorded_at)
     except UnknownPatient:
-        return JSONResponse({"detail": f"no patient {patient}"}, status_code=404)
+        return JSONResponse({"detail": f"no patient {patient}"
+                             + ("" if as_recorded_at is None else " as recorded then")}, status_code=404)
     return JSONResponse(view.as_dict())
 
 
