@@ -36,7 +36,7 @@ def test_the_quick_start_runs_as_written(tmp_path: Path) -> None:
     out = proc.stdout
     assert "line 5: P1 cycle_given refused" in out and "CYCLE_TOO_EARLY (confirm)" in out
     assert out.count('"status": "duplicate"') == 4
-    assert "1 event: 1 accepted" in proc.stderr
+    assert proc.stderr.count("1 event: 1 accepted") == 2  # the override, then the late RAS result
     assert "state neoadjuvant_chemo" in out and "chemo_cycle" in out
     assert "2026-02-09" in out  # cycle 3 is due 14 days after cycle 2, on the worklist
     assert proc.returncode == 0, proc.stderr
