@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -106,8 +107,37 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
+#: Event types that may arrive late in the late-entry mix (results and facts reported after the
+#: fact; the referral and the MDT's own records arrive on time).
+LATE_TYPES = frozenset({"biomarker", "restaging", "cycle_given", "cycle_delayed", "surveillance_visit",
+                        "ablation_checked", "pve_performed", "booked"})
+
+
+def late_mix(source: Path, target: Path, fraction: float, seed: int) -> int:
+    """Copy the cohort file with `fraction` of the events of LATE_TYPES arriving 1-14 days after
+    their clinical date (moved after the events dated up to then); returns how many were moved."""
+    import orjson
+
+    rng = random.Random(seed)
+    keyed: list[tuple[date, int, bytes]] = []
+    moved = 0
+    with source.open("rb") as lines:
+        for n, line in enumerate(lines):
+            event = orjson.loads(line)
+            arrives = date.fromisoformat(event["on"])
+            if event["type"] in LATE_TYPES and rng.random() < fraction:
+                arrives = date.fromordinal(arrives.toordinal() + rng.randint(1, 14))
+                moved += 1
+            keyed.append((arrives, n, line))
+    keyed.sort(key=lambda item: (item[0], item[1]))
+    with target.open("wb") as out:
+        out.writelines(line for _, _, line in keyed)
+    return moved
+
+
 def ingest(jsonl: Path, url: str, now: str, out: Path) -> tuple[float, float, int]:
-    """Run `pathway record` in a subprocess: (wall seconds, its peak RSS in MB, exit status)."""
+    """Run `pathway record` in a subprocess: (wall seconds, its peak RSS in MB, exit status); its
+    stdout goes to `out`, its stderr (the summary) to `out` + ".err"."""
     env = {**os.environ, "PATHWAY_NOW": now}
     env.pop("PATHWAY_DB", None)
     env.pop("PATHWAY_POLICY", None)
@@ -115,8 +145,8 @@ def ingest(jsonl: Path, url: str, now: str, out: Path) -> tuple[float, float, in
     command = [sys.executable, "-S", "-c", RSS_LAUNCHER, str(rss_file),
                pathway_command(), "record", str(jsonl), "--db", url]
     started = time.perf_counter()
-    with out.open("wb") as stdout:
-        status = subprocess.run(command, env=env, stdout=stdout, check=False).returncode
+    with out.open("wb") as stdout, out.with_suffix(".err").open("wb") as stderr:
+        status = subprocess.run(command, env=env, stdout=stdout, stderr=stderr, check=False).returncode
     elapsed = time.perf_counter() - started
     peak = maxrss_mb(int(rss_file.read_text())) if rss_file.exists() else float("nan")
     return elapsed, peak, status
@@ -141,6 +171,9 @@ def run(argv: list[str]) -> int:
     parser.add_argument("--worklists", type=int, default=200, help="worklist calls to time (default 200)")
     parser.add_argument("--dir", type=Path, default=None, help="work directory (default: a new temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the cohort file and database")
+    parser.add_argument("--late", type=float, default=0.05,
+                        help="then ingest again with this fraction of results arriving 1-14 days late "
+                             "(default 0.05; 0: skip)")
     args = parser.parse_args(argv)
     if args.patients < 1:
         parser.error("--patients must be at least 1")
@@ -200,6 +233,24 @@ def run(argv: list[str]) -> int:
                 month_ms.append(ms)
                 month_rows.append(len(items))
 
+        late: dict[str, Any] = {}
+        if args.late > 0:
+            late_jsonl = work / "cohort-late.jsonl"
+            moved = late_mix(jsonl, late_jsonl, args.late, args.seed)
+            late_db = work / "bench-late.db"
+            progress(f"ingesting again with {moved} events ({args.late:.0%} of results) arriving 1-14 days late")
+            late_out = work / "record-late.out"
+            late_s, late_rss, late_status = ingest(late_jsonl, f"sqlite:///{late_db}", now, late_out)
+            summary = late_out.with_suffix(".err").read_text(errors="replace").strip().splitlines()
+            counts = {status: int(n) for n, status in re.findall(r"(\d+) (accepted|refused|invalid|duplicate)",
+                                                                  summary[-1] if summary else "")}
+            late = {"late_fraction": args.late, "late_events": moved, "ingest_late_s": round(late_s, 2),
+                    "ingest_late_events_per_s": round(events / late_s, 1),
+                    "ingest_late_peak_rss_mb": round(late_rss, 1),
+                    "late_mix_statuses": counts, "late_vs_in_order_rate": round(ingest_s / late_s, 3)}
+            progress(f"ingested the late mix in {late_s:.1f} s: {events / late_s:.0f} events/s "
+                     f"({ingest_s / late_s:.2f} of the in-order rate), statuses {counts}")
+
         db_bytes = sum(p.stat().st_size for p in (db_file, Path(f"{db_file}-wal")) if p.exists())
         result = {
             "patients": args.patients,
@@ -219,6 +270,7 @@ def run(argv: list[str]) -> int:
             "worklist_30d_p95_ms": round(percentile(month_ms, 0.95), 3),
             "worklist_30d_rows_mean": round(sum(month_rows) / len(month_rows), 1),
             "db_size_mb": round(db_bytes / (1024 * 1024), 1),
+            **late,
             "targets": TARGETS,
             "machine": {
                 "cpu_count": os.cpu_count(),

@@ -41,7 +41,7 @@ CYCLE_OUT_OF_SEQUENCE = Rule(
     "cycle given and not the next number in this phase",
     "Cycle {cycle} is out of sequence: the next cycle of this {phase} phase is {expected}; "
     "record the missing cycle first.",
-    "spec/events.md section 3 (cycle numbering)",
+    "docs/contract.md section 3 (cycle numbering)",
     always_block=True,  # on a fact too: the missing cycle is to be recorded first
 )
 

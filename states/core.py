@@ -17,7 +17,7 @@ NOT_ALLOWED_IN_STATE = Rule(
     Severity.block,
     "the event type is not allowed in the patient's current state",
     "{event} is not allowed while the patient is in {state}; allowed here: {allowed}.",
-    "spec/events.md section 3 (the pathway's transitions)",
+    "docs/contract.md section 3 (the pathway's transitions)",
     always_block=True,
 )
 

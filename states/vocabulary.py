@@ -1,4 +1,4 @@
-"""The public vocabulary of the pathway (spec/events.md sections 2, 3 and 5).
+"""The public vocabulary of the pathway (docs/contract.md sections 2, 3 and 5).
 
 Every name here is part of the contract with users and embedding systems: keep them exactly.
 """

@@ -1,4 +1,4 @@
-"""Small builders for the events of spec/events.md, so that a test states only what it is about.
+"""Small builders for the events of docs/contract.md, so that a test states only what it is about.
 
 Defaults follow clinical/vignettes.md: a decision carries the quorum
 `[liver_surgeon, radiologist, oncologist]`, operative_risk low, complete_resection_feasible true,
