@@ -247,7 +247,7 @@ class Recording:
             if event.type is EventType.void:
                 outcome = decide_void(self._history(tx, event.patient, snapshot), snapshot, event, self.policy, today)
             elif snapshot is not None and event.on < snapshot.latest_on:  # a late entry: one replay
-                outcome = decide_late(self._history(tx, event.patient, snapshot), event, self.policy, today)
+                outcome = decide_late(self._history(tx, event.patient, snapshot), snapshot, event, self.policy, today)
             else:
                 outcome = decide(snapshot, event, self.policy, today)
         except EventValidationError as exc:

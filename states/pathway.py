@@ -239,10 +239,11 @@ def rebase(s: Snapshot, later: Sequence[Recorded], policy: Policy, today: date) 
     return s, conflicts
 
 
-def decide_late(history: Sequence[Recorded], e: Event, policy: Policy, today: date) -> Outcome:
+def decide_late(history: Sequence[Recorded], current: Snapshot, e: Event, policy: Policy, today: date) -> Outcome:
     """A back-dated event: placed in clinical order among the effective events (after those of
     its day already recorded), decided on the snapshot as it stood then; accepted only if every
-    later effective event keeps its outcome, else refused with LATE_ENTRY_CONFLICT naming them."""
+    later effective event keeps its outcome, else refused with LATE_ENTRY_CONFLICT naming them.
+    `current` is the patient's snapshot now (the fold of `history`). Costs one replay."""
     items = effective(history)
     if not items:
         raise EventValidationError([("patient", f"unknown patient {e.patient}: record a referral first")])
@@ -252,8 +253,7 @@ def decide_late(history: Sequence[Recorded], e: Event, policy: Policy, today: da
                                            f"({referred.isoformat()}): a pathway event cannot precede it")])
     position = next((i for i, item in enumerate(items) if item.event.on > e.on), len(items))
     before = fold(items[:position], policy)
-    current = fold(items, policy)
-    assert before is not None and current is not None  # the referral is among them
+    assert before is not None  # the referral comes first
     outcome = decide(before, e, policy, today)
     if outcome.status is not Status.accepted:
         return Outcome(outcome.status, outcome.reasons, current.state, current)
