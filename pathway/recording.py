@@ -366,4 +366,4 @@ def recorded(stored: StoredEvent) -> Recorded:
     """An accepted row of the event log as the domain's `Recorded`: its id, the event, the event a
     void undoes, and the outcome it was recorded with."""
     return Recorded(stored.id, parse_event(stored.payload), stored.refers_to if stored.type == EventType.void else None,
-                    tuple((r["code"], r["severity"]) for r in stored.reasons), stored.state_after)
+                    tuple((r["code"], r["severity"]) for r in stored.reasons))

@@ -151,7 +151,6 @@ class Recorded:
     event: Event
     voids: int | None = None
     reasons: tuple[tuple[str, str], ...] = ()
-    state_after: str | None = None
 
 
 def clinical_order(item: Recorded) -> tuple[date, int]:
