@@ -507,17 +507,25 @@ def db_group() -> None:
 
 @db_group.command()
 @click.option("--db", "db_url", metavar="URL", default=None, help="Database URL (else PATHWAY_DB).")
-def upgrade(db_url: str | None) -> None:
-    """Apply the database migrations up to this version's schema."""
+@click.option("--policy", "policy_file", metavar="FILE", default=None,
+              help="Policy TOML (else PATHWAY_POLICY): snapshots rebuilt from history follow it.")
+def upgrade(db_url: str | None, policy_file: str | None) -> None:
+    """Apply the database migrations up to this version's schema, then rebuild from their
+    history the patient snapshots stored in an older shape."""
     url = config.database_url(db_url)
     try:
         engine = dbmod.create(url)
         before = dbmod.current_revision(engine)
         dbmod.upgrade(engine)
         after = dbmod.current_revision(engine)
+        engine.dispose()
+        with _open(url, policy_file) as pathway_engine:
+            rewritten = pathway_engine.upgrade_snapshots()
     except (dbmod.DatabaseUnavailable, PathwayError) as exc:
         raise Fail(str(exc), EXIT_STORAGE) from exc
     click.echo(f"schema {before or 'empty'} -> {after}")
+    if rewritten:
+        click.echo(f"{rewritten} patient snapshot(s) rebuilt from their history (new fields: waiting-time clocks)")
 
 
 # -- web app, accounts, API tokens (issue 4) ------------------------------------------------------

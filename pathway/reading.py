@@ -10,9 +10,12 @@ from datetime import date, datetime, timedelta
 
 from pathway.errors import InvalidArgument, UnknownPatient, storage_errors
 from pathway.recording import recorded
-from pathway.results import HistoryEntry, PatientView, WorklistItem, history_entries
+from pathway.results import HistoryEntry, PatientView, PtlRow, WorklistItem, history_entries
 from persistence.ports import ReadTx, StoredEvent
-from states.facts import Snapshot
+from states.clocks import ClockView
+from states.clocks import views as clock_views
+from states.definition import DEFINITION
+from states.facts import Snapshot, StaleSnapshot
 from states.pathway import effective, evolve, replay
 from states.plan import Reminder, project
 from states.vocabulary import Severity, Status
@@ -40,11 +43,22 @@ class Reading:
             reminders = tx.reminders(patient)
         if as_recorded_at is not None:
             return self._as_recorded_at(patient, events, as_recorded_at)
-        snapshot = Snapshot.from_dict(stored.snapshot)
-        return self._view(patient, snapshot, stored.state, stored.version, events, reminders)
+        try:
+            snapshot = Snapshot.from_dict(stored.snapshot)
+        except StaleSnapshot:  # stored before its present shape: its history gives it
+            replayed = replay([recorded(e) for e in events if e.status == Status.accepted], self.policy)
+            assert replayed is not None
+            snapshot = replayed
+        return self._view(patient, snapshot, stored.state, stored.version, events, reminders, self.today())
+
+    def clock_views(self, snapshot: Snapshot, today: date) -> list[ClockView]:
+        """The patient's waiting-time clocks on `today`, forecast against their care plan."""
+        if not snapshot.clocks:
+            return []
+        return clock_views(snapshot, project(snapshot, self.policy), self.policy, today, _kind_label)
 
     def _view(self, patient: str, snapshot: Snapshot, state: str, version: int, events: list[StoredEvent],
-              reminders: Iterable[Reminder]) -> PatientView:
+              reminders: Iterable[Reminder], today: date) -> PatientView:
         history = history_entries(events, self.policy.zone)
         if any(h.late_entry for h in history):
             history = self._states_in_date_order(events, history)
@@ -64,6 +78,7 @@ class Reading:
             reminders=tuple(reminders),
             advice=advice,
             snapshot=snapshot,
+            clocks=tuple(self.clock_views(snapshot, today)),
         )
 
     def _states_in_date_order(self, events: list[StoredEvent], history: list[HistoryEntry]) -> list[HistoryEntry]:
@@ -90,7 +105,8 @@ class Reading:
         planned = project(snapshot, self.policy)
         reminders = [Reminder(p.key, p.patient, str(p.kind), p.due_on, p.notify_at, "pending", p.detail)
                      for p in planned]
-        return self._view(patient, snapshot, str(snapshot.state), len(accepted), known, reminders)
+        then = at.astimezone(self.policy.zone).date()  # the clinic's day at that instant
+        return self._view(patient, snapshot, str(snapshot.state), len(accepted), known, reminders, then)
 
     def history(self, patient: str) -> list[HistoryEntry]:
         with self._reading() as tx:
@@ -126,6 +142,32 @@ class Reading:
             if gc_was_on:
                 gc.enable()
 
+    def ptl(self, today: date | None = None) -> list[PtlRow]:
+        """The patient tracking list: every running waiting-time clock on `today`, the most urgent
+        first (fewest days left; breached ones lead), with the patient's next step."""
+        today = today or self.today()
+        with self._reading() as tx:
+            stored = tx.clock_patients()
+        rows = []
+        for p in stored:
+            try:
+                snapshot = Snapshot.from_dict(p.snapshot)
+            except StaleSnapshot:
+                continue  # no clock row is written in an older shape: `pathway db upgrade` rebuilds them
+            planned = project(snapshot, self.policy)
+            nxt = planned[0] if planned else None
+            step = f"{_kind_label(str(nxt.kind))}: {nxt.detail}" if nxt is not None else None
+            for view in clock_views(snapshot, planned, self.policy, today, _kind_label):
+                if view.stopped_on is None:
+                    rows.append(PtlRow(p.id, p.state, view, step, nxt.due_on if nxt else None))
+        rows.sort(key=lambda r: (r.clock.days_left if r.clock.days_left is not None else 0, r.patient,
+                                 r.clock.standard))
+        return rows
+
+    def clock_alerts(self, today: date | None = None) -> list[PtlRow]:
+        """The running clocks at risk or forecast to breach (worklists show them with reminders)."""
+        return [row for row in self.ptl(today) if row.breach_risk]
+
     def patients(self, state: str | None = None) -> list[tuple[str, str]]:
         with self._reading() as tx:
             return tx.patients(state)
@@ -135,6 +177,11 @@ class Reading:
             return tx.counts_by_state()
 
     # -- reminder delivery (pathway.delivery) ----------------------------------------------------
+
+
+def _kind_label(kind: str) -> str:
+    spec = DEFINITION.reminders.get(kind)  # type: ignore[call-overload]
+    return spec.label if spec is not None else kind
 
 
 def _check_limit(limit: int | None) -> None:

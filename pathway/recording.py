@@ -21,14 +21,14 @@ from datetime import date, datetime
 from typing import Any, NamedTuple
 
 from pathway import clock as clocks
-from pathway.errors import ConcurrentUpdate, StorageError
+from pathway.errors import ConcurrentUpdate, StorageError, storage_errors
 from pathway.results import Result
 from persistence import db
 from persistence.ports import NewEvent, PlanStatus, StoredEvent, WriteTx
 from states.definition import DEFINITION
 from states.events import PATIENT_ID, Event, EventValidationError, parse_event, storable
-from states.facts import Snapshot
-from states.pathway import Recorded, decide, decide_late, decide_void
+from states.facts import SNAPSHOT_SCHEMA, Snapshot, StaleSnapshot
+from states.pathway import Recorded, decide, decide_late, decide_void, replay
 from states.plan import Planned, project
 from states.rules import Reason
 from states.vocabulary import EventType, Severity, Status
@@ -199,7 +199,12 @@ class Recording:
         stored = tx.patient(patient)
         if stored is None:
             return None
-        snapshot = Snapshot.from_dict(stored.snapshot)
+        try:
+            snapshot = Snapshot.from_dict(stored.snapshot)
+        except StaleSnapshot:  # stored before its present shape (e.g. clocks): its history gives it
+            replayed = replay([recorded(e) for e in tx.events(patient, accepted_only=True)], self.policy)
+            assert replayed is not None  # a stored patient has its referral
+            snapshot = replayed
         loaded = _Loaded(stored.version, snapshot, project(snapshot, self.policy))
         tx.memo[patient] = loaded
         return loaded
@@ -271,6 +276,7 @@ class Recording:
         tx.save_patient(
             patient=event.patient, primary=new.primary, state=str(new.state), snapshot=new,
             referred_on=new.referred_on, latest_on=new.latest_on, version=new_version, now=now,
+            clock_target=new.clock_target,
         )
         try:
             event_id = tx.append(self._row(Status.accepted, event, by, now,
@@ -285,6 +291,28 @@ class Recording:
         log.debug("accepted %s patient=%s state=%s", event.type, event.patient, new.state)
         return Result(Status.accepted, event.patient, str(event.type), str(new.state), outcome.reasons,
                       event_id=event_id, version=new_version, reevaluated=outcome.reevaluated)
+
+    def upgrade_snapshots(self, batch: int = 500) -> int:
+        """Rewrite every stored snapshot of an older shape (`SNAPSHOT_SCHEMA`) from its history,
+        versions unchanged (`pathway db upgrade` runs it after the migrations); returns how many."""
+        with storage_errors(), self.repository.read() as rtx:
+            ids = list(rtx.patient_ids())
+        rewritten = 0
+        for start in range(0, len(ids), batch):
+            chunk = ids[start:start + batch]
+            with storage_errors(), self.repository.write() as tx:
+                tx.lock_patients(chunk)
+                for patient in chunk:
+                    stored = tx.patient(patient)
+                    if stored is None or stored.snapshot.get("schema") == SNAPSHOT_SCHEMA:
+                        continue
+                    snapshot = replay([recorded(e) for e in tx.events(patient, accepted_only=True)], self.policy)
+                    assert snapshot is not None  # a stored patient has its referral
+                    tx.rewrite_snapshot(patient, snapshot, version=stored.version, clock_target=snapshot.clock_target)
+                    rewritten += 1
+            for patient in chunk:
+                self._cache.drop(patient)
+        return rewritten
 
     @staticmethod
     def _history(tx: WriteTx, patient: str, snapshot: Snapshot | None) -> list[Recorded]:

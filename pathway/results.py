@@ -10,10 +10,11 @@ from zoneinfo import ZoneInfo
 
 from pathway.errors import EventRefused, InvalidEvent
 from persistence.ports import StoredEvent
+from states.clocks import ClockView
 from states.facts import Snapshot
 from states.plan import Reminder
 from states.rules import Reason
-from states.vocabulary import EventType, Status
+from states.vocabulary import EventType, Forecast, Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +131,8 @@ class PatientView:
     reminders: tuple[Reminder, ...]
     advice: tuple[dict[str, Any], ...]
     snapshot: Snapshot = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
+    #: The waiting-time clocks on the day shown (running first).
+    clocks: tuple[ClockView, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -143,6 +146,42 @@ class PatientView:
                 for r in self.reminders
             ],
             "advice": list(self.advice),
+            "clocks": [c.as_dict() for c in self.clocks],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PtlRow:
+    """A running waiting-time clock on the patient tracking list (`pathway ptl`), with the
+    patient's next step: their earliest pending reminder."""
+
+    patient: str
+    state: str
+    clock: ClockView
+    next_step: str | None
+    next_due: date | None
+
+    @property
+    def breach_risk(self) -> bool:
+        return self.clock.forecast in (Forecast.at_risk, Forecast.will_breach)
+
+    def as_dict(self) -> dict[str, Any]:
+        c = self.clock
+        return {
+            "patient": self.patient,
+            "state": self.state,
+            "standard": c.standard,
+            "started_on": c.started_on.isoformat(),
+            "days_waited": c.days_waited,
+            "band": c.band,
+            "target_on": c.target_on.isoformat(),
+            "days_left": c.days_left,
+            "status": c.status,
+            "forecast": c.forecast,
+            "reason": c.reason,
+            "treatment": c.treatment,
+            "next_step": self.next_step,
+            "next_due": self.next_due.isoformat() if self.next_due else None,
         }
 
 

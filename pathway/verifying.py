@@ -6,7 +6,7 @@ from typing import Any
 
 from pathway.errors import UnknownPatient
 from pathway.recording import recorded
-from states.facts import Snapshot
+from states.facts import Snapshot, StaleSnapshot
 from states.pathway import replay
 from states.plan import project
 
@@ -30,7 +30,11 @@ class Verifying:
             return [f"its accepted history does not replay: {exc}"]
         if replayed is None:
             return [f"version {stored.version} stored but no accepted event to replay"]
-        kept = Snapshot.from_dict(stored.snapshot)
+        try:
+            kept = Snapshot.from_dict(stored.snapshot)
+        except StaleSnapshot:
+            return [f"its stored snapshot is of an older shape ({stored.snapshot.get('schema', 1)}): "
+                    "run `pathway db upgrade`"]
         if replayed != kept:
             a, b = replayed.__dict__, kept.__dict__
             problems.append(f"snapshot differs in {', '.join(sorted(k for k in a if a[k] != b[k]))}")

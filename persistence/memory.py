@@ -86,6 +86,7 @@ class _Patient:
     latest_on: date
     created_at: datetime
     updated_at: datetime
+    clock_target: date | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +260,12 @@ class _Reader:
             return None
         return StoredPatient(row.id, row.state, row.version, orjson.loads(row.snapshot))
 
+    def clock_patients(self) -> list[StoredPatient]:
+        with self._seeing():
+            rows = sorted((p for p in self._patient_rows() if p.clock_target is not None),
+                          key=lambda p: (p.clock_target, p.id))
+        return [StoredPatient(p.id, p.state, p.version, orjson.loads(p.snapshot)) for p in rows]
+
     def patients(self, state: str | None = None) -> list[tuple[str, str]]:
         with self._seeing():
             rows = [(p.id, p.state) for p in self._patient_rows() if state is None or p.state == state]
@@ -422,6 +429,7 @@ class MemoryWriteTx(_Reader):
         latest_on: date,
         version: int,
         now: datetime,
+        clock_target: date | None = None,
     ) -> None:
         """Insert version 1, or update from `version - 1` only (else StaleVersion)."""
         text = _dumps(snapshot)
@@ -430,12 +438,19 @@ class MemoryWriteTx(_Reader):
         if version == 1:
             if current is not None:
                 raise StaleVersion(f"patient {patient} was created by another writer")
-            self._patients[patient] = _Patient(patient, primary, state, 1, text, referred_on, latest_on, stamp, stamp)
+            self._patients[patient] = _Patient(patient, primary, state, 1, text, referred_on, latest_on, stamp, stamp,
+                                              clock_target)
             return
         if current is None or current.version != version - 1:
             raise StaleVersion(f"patient {patient} changed since version {version - 1} was read")
         self._patients[patient] = replace(current, state=state, version=version, snapshot=text, latest_on=latest_on,
-                                          updated_at=stamp)
+                                          updated_at=stamp, clock_target=clock_target)
+
+    def rewrite_snapshot(self, patient: str, snapshot: Any, *, version: int, clock_target: date | None) -> None:
+        current = self._patient_row(patient)
+        if current is None or current.version != version:
+            raise StaleVersion(f"patient {patient} changed since version {version} was read")
+        self._patients[patient] = replace(current, snapshot=_dumps(snapshot), clock_target=clock_target)
 
     def reconcile(
         self,

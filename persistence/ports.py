@@ -198,6 +198,11 @@ class ReadTx(Protocol):
 
     def counts_by_state(self) -> dict[str, int]: ...
 
+    def clock_patients(self) -> list[StoredPatient]:
+        """The patients with a running waiting-time clock, by its target date (the earliest of
+        theirs) and id: the patient tracking list."""
+        ...
+
     def accepted_with_key(self, patient: str, key: str) -> StoredEvent | None:
         """The accepted event of `patient` that bound `key`, if any."""
         ...
@@ -248,8 +253,15 @@ class WriteTx(ReadTx, Protocol):
         latest_on: date,
         version: int,
         now: datetime,
+        clock_target: date | None = None,
     ) -> None:
-        """Insert version 1, or update from `version - 1` only (else StaleVersion)."""
+        """Insert version 1, or update from `version - 1` only (else StaleVersion). `clock_target`:
+        the earliest target date of the patient's running waiting-time clocks (`clock_patients`)."""
+        ...
+
+    def rewrite_snapshot(self, patient: str, snapshot: Any, *, version: int, clock_target: date | None) -> None:
+        """Replace the stored snapshot of `patient` at `version` (its version unchanged: the same
+        history in a newer shape, `pathway db upgrade`); StaleVersion if the version moved on."""
         ...
 
     def reconcile(

@@ -82,6 +82,9 @@ class _Sql:
         self.select_reminders = "SELECT key, patient, kind, due_on, notify_at, status, detail, state FROM reminder"
         self.select_patient = f"SELECT state, version, snapshot FROM patient WHERE id = {q}"
         self.select_version = f"SELECT version FROM patient WHERE id = {q}"
+        self.rewrite_snapshot = f"UPDATE patient SET snapshot = {q}, clock_target = {q} WHERE id = {q} AND version = {q}"
+        self.select_clock_patients = (
+            "SELECT id, state, version, snapshot FROM patient WHERE clock_target IS NOT NULL ORDER BY clock_target, id")
         # a writer locks the patient's row as it reads it (PostgreSQL; SQLite's writer holds the database)
         lock = "" if self.sqlite else " FOR UPDATE"
         self.select_patient_for_write = self.select_patient + lock
@@ -94,11 +97,11 @@ class _Sql:
         )
         self.insert_patient = (
             "INSERT INTO patient (id, primary_tumour, state, version, snapshot, referred_on, latest_on, "
-            f"created_at, updated_at) VALUES ({marks(9)})"
+            f"created_at, updated_at, clock_target) VALUES ({marks(10)})"
         )
         self.update_patient = (
-            f"UPDATE patient SET state = {q}, version = {q}, snapshot = {q}, latest_on = {q}, updated_at = {q} "
-            f"WHERE id = {q} AND version = {q}"
+            f"UPDATE patient SET state = {q}, version = {q}, snapshot = {q}, latest_on = {q}, updated_at = {q}, "
+            f"clock_target = {q} WHERE id = {q} AND version = {q}"
         )
         self.insert_event_with_id = (
             "INSERT INTO event_log (id, patient, type, event_on, status, recorded_by, idem_key, content_hash, "
@@ -290,6 +293,10 @@ class ReadTx:
             return None
         return StoredPatient(patient, row[0], row[1], orjson.loads(row[2]))
 
+    def clock_patients(self) -> list[StoredPatient]:
+        rows = self.conn.exec_driver_sql(self.repo.sql.select_clock_patients).all()
+        return [StoredPatient(row[0], row[1], row[2], orjson.loads(row[3])) for row in rows]
+
     def patients(self, state: str | None = None) -> list[tuple[str, str]]:
         query = sa.select(patient_table.c.id, patient_table.c.state).order_by(patient_table.c.id)
         if state is not None:
@@ -463,38 +470,41 @@ class WriteTx(ReadTx):
         latest_on: date,
         version: int,
         now: datetime,
+        clock_target: date | None = None,
     ) -> None:
         """Insert version 1, or update from `version - 1` only (else StaleVersion). The snapshot is
         a value orjson serialises (a dict, or the frozen dataclass itself: ~10x faster)."""
         text = _json(snapshot)
         sql = self.repo.sql
+        target = None if clock_target is None else sql.day(clock_target)
         if self.buffered:
             if patient in self._new_patients:
                 row = self._new_patients[patient]
                 row[2:5] = [state, version, text]
-                row[6], row[8] = sql.day(latest_on), sql.instant(now)
+                row[6], row[8], row[9] = sql.day(latest_on), sql.instant(now), target
             elif patient in self._updated_patients:
                 row = self._updated_patients[patient]  # its version check stays the first one read
-                row[0:5] = [state, version, text, sql.day(latest_on), sql.instant(now)]
+                row[0:6] = [state, version, text, sql.day(latest_on), sql.instant(now), target]
             elif version == 1:
                 self._new_patients[patient] = [patient, primary, state, 1, text, sql.day(referred_on),
-                                               sql.day(latest_on), sql.instant(now), sql.instant(now)]
+                                               sql.day(latest_on), sql.instant(now), sql.instant(now), target]
             else:
                 self._updated_patients[patient] = [state, version, text, sql.day(latest_on), sql.instant(now),
-                                                   patient, version - 1]
+                                                   target, patient, version - 1]
             return
         if version == 1:
             try:
                 self.cursor.execute(
                     sql.insert_patient,
                     (patient, primary, state, 1, text, sql.day(referred_on), sql.day(latest_on),
-                     sql.instant(now), sql.instant(now)),
+                     sql.instant(now), sql.instant(now), target),
                 )
             except self.repo.integrity_errors as exc:  # the transaction is now unusable: the caller retries it
                 raise StaleVersion(f"patient {patient} was created by another writer") from exc
             return
         self.cursor.execute(
-            sql.update_patient, (state, version, text, sql.day(latest_on), sql.instant(now), patient, version - 1)
+            sql.update_patient,
+            (state, version, text, sql.day(latest_on), sql.instant(now), target, patient, version - 1)
         )
         if self.cursor.rowcount != 1:
             raise StaleVersion(f"patient {patient} changed since version {version - 1} was read")
@@ -546,6 +556,14 @@ class WriteTx(ReadTx):
             self._flush_rows()
         self._flush_reminders()
         self._keys.clear()
+
+    def rewrite_snapshot(self, patient: str, snapshot: Any, *, version: int, clock_target: date | None) -> None:
+        sql = self.repo.sql
+        if self.buffered:
+            self._flush_rows()
+        self.cursor.execute(sql.rewrite_snapshot, (_json(snapshot), sql.day(clock_target), patient, version))
+        if self.cursor.rowcount != 1:
+            raise StaleVersion(f"patient {patient} changed since version {version} was read")
 
     def _flush_rows(self) -> None:
         sql = self.repo.sql

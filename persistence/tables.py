@@ -56,6 +56,8 @@ class PatientRow(SQLModel, table=True):
     latest_on: date
     created_at: datetime = _instant()
     updated_at: datetime = _instant()
+    #: The earliest target date of the running waiting-time clocks (NULL: none): the PTL's index.
+    clock_target: date | None = Field(default=None)
 
 
 class EventRow(SQLModel, table=True):

@@ -29,6 +29,7 @@ from states.vocabulary import (
     Primary,
     Procedure,
     Ras,
+    ReferralRoute,
     Regimen,
     Resectability,
     Response,
@@ -70,6 +71,11 @@ class ReferralData(EventData):
     centre: Annotated[str, Field(max_length=200)] | None = None
     high_volume_centre: StrictBool = True
     prior_chemo: StrictBool = False
+    #: How the cancer was referred: urgent suspected cancer, screening and consultant upgrade open
+    #: a 62-day waiting-time clock; known_cancer (already diagnosed) opens none.
+    route: ReferralRoute = ReferralRoute.known_cancer
+    #: When the referral was received (the 62-day clock starts then); default: the event date.
+    received_on: IsoDate | None = None
 
 
 class MdtScheduledData(EventData):
@@ -93,6 +99,8 @@ class MdtDecisionData(EventData):
     biologic: Biologic = Biologic.none
     ras: Ras | None = None
     sidedness: Sidedness | None = None
+    #: Earliest clinically appropriate date of a subsequent treatment: its 31-day clock starts then.
+    ecad: IsoDate | None = None
 
     @model_validator(mode="after")
     def _surgical_fields(self) -> MdtDecisionData:

@@ -35,7 +35,7 @@ from typing import Any
 
 from transitions import Machine
 
-from states import ablation, chemo, core, followup, referral, surgery
+from states import ablation, chemo, clocks, core, followup, referral, surgery
 from states.context import Ctx
 from states.data import EventData
 from states.facts import Snapshot
@@ -264,11 +264,15 @@ class Definition:
         return s.replace(**changes)
 
     def apply(self, ctx: Ctx[Any]) -> Snapshot:
-        """The snapshot after an accepted event: transition, state-change bookkeeping, effect."""
+        """The snapshot after an accepted event: transition, state-change bookkeeping, effect, and
+        the waiting-time clocks it starts or stops (states.clocks)."""
         dest = self.destination(ctx)
         s = self.enter(ctx, dest)
         effect = self.effect(ctx.event.type, ctx.snapshot.state)
-        return effect(ctx, s, dest) if effect else s
+        if effect:
+            s = effect(ctx, s, dest)
+        e = ctx.event
+        return clocks.advance(ctx.snapshot, s, e.type, e.on, e.data, ctx.policy)
 
     def not_allowed(self, ctx: Ctx[Any]) -> Reason | None:
         """NOT_ALLOWED_IN_STATE, if the event may not be recorded in the patient's state."""

@@ -13,7 +13,17 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from states.errors import PathwayError
 from states.vocabulary import Biologic, Extent, Liver, PhaseKind, Plan, Regimen, State
+
+#: The shape of a stored snapshot. A stored snapshot of an older shape is not read as this one (its
+#: new fields would silently take their defaults): the engine replays the patient's history instead
+#: (`StaleSnapshot`), and `pathway db upgrade` rewrites them all. 2: cancer waiting-time clocks.
+SNAPSHOT_SCHEMA = 2
+
+
+class StaleSnapshot(PathwayError):
+    """A stored snapshot of an older shape than SNAPSHOT_SCHEMA: replay the history instead."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +57,27 @@ class Phase:
     last_cycle_regimen: Regimen | None = None
     restagings: int = 0
     restaging_due: date | None = None  # conversion and systemic: first cycle + 56, then restaging + 56
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """A cancer waiting-time clock (docs/contract.md section 8): what started it and, once it
+    stopped, what stopped it. Its status, days left and forecast depend on today and the plan
+    (`states.clocks.view`)."""
+
+    seq: int  # 1, 2, ... per patient
+    standard: str  # ClockStandard
+    started_on: date
+    target_on: date  # the last compliant day
+    treatment: str  # "first" or "subsequent" (31-day: which treatment it waits for)
+    opened_by: str  # e.g. "referral (urgent_suspected_cancer)", "mdt_decision (resection)"
+    stopped_on: date | None = None
+    stopped_by: str | None = None  # the treatment that started, or why the clock was removed
+    removed: bool = False  # ended without treatment (died, withdrew, discharged): not reported
+
+    @property
+    def running(self) -> bool:
+        return self.stopped_on is None
 
 
 @dataclass(frozen=True)
@@ -99,6 +130,11 @@ class Snapshot:
     surv_done: tuple[str, ...] = ()  # "anchor:month" of visits done
     # bookings: reminder key suffix -> booked date
     bookings: tuple[tuple[str, date], ...] = field(default=())
+    # cancer waiting times: every clock opened, in order; the date of the first treatment
+    clocks: tuple[Clock, ...] = ()
+    first_treatment_on: date | None = None
+    #: The shape this snapshot is stored in (orjson writes every field; `as_dict` writes it too).
+    schema: int = SNAPSHOT_SCHEMA
 
     def replace(self, **changes: Any) -> Snapshot:
         """A copy with `changes`. An unknown field name is an error, not a change silently dropped
@@ -112,6 +148,13 @@ class Snapshot:
         values.update(changes)
         return new
 
+    @property
+    def clock_target(self) -> date | None:
+        """The earliest target date among the running clocks (stored beside the snapshot: the
+        patient tracking list reads the patients with one)."""
+        targets = [c.target_on for c in self.clocks if c.stopped_on is None]
+        return min(targets) if targets else None
+
     def booking(self, key: str) -> date | None:
         for booked_key, when in self.bookings:
             if booked_key == key:
@@ -122,7 +165,7 @@ class Snapshot:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready values; fields at their defaults are left out (smaller rows, faster I/O)."""
-        out = {}
+        out: dict[str, Any] = {"schema": SNAPSHOT_SCHEMA}
         values = self.__dict__
         for name, required, default in _ENCODING:
             value = values[name]
@@ -139,6 +182,9 @@ class Snapshot:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Snapshot:
         values = dict(data)
+        schema = values.pop("schema", 1)
+        if schema != SNAPSHOT_SCHEMA:
+            raise StaleSnapshot(f"snapshot of {values.get('patient')} has shape {schema}, not {SNAPSHOT_SCHEMA}")
         for name in _DATE_FIELDS:
             if values.get(name) is not None:
                 values[name] = date.fromisoformat(values[name])
@@ -164,9 +210,18 @@ class Snapshot:
             if p.get("last_cycle_regimen") is not None:
                 p["last_cycle_regimen"] = Regimen(p["last_cycle_regimen"])
             values["phase"] = Phase(**p)
+        values["clocks"] = tuple(_clock(c) for c in values.get("clocks", ()))
         values["surv_done"] = tuple(values.get("surv_done", ()))
         values["bookings"] = tuple((k, date.fromisoformat(v)) for k, v in values.get("bookings", ()))
         return cls(**values)
+
+
+def _clock(data: dict[str, Any]) -> Clock:
+    c = dict(data)
+    for name in ("started_on", "target_on", "stopped_on"):
+        if c.get(name) is not None:
+            c[name] = date.fromisoformat(c[name])
+    return Clock(**c)
 
 
 _SNAPSHOT_FIELDS = tuple(f.name for f in dataclasses.fields(Snapshot))
@@ -194,7 +249,7 @@ def _encode(value: Any) -> Any:
         return str(value)  # StrEnum -> plain str
     if kind is tuple or kind is list:
         return [_encode(v) for v in value]
-    if kind is Decision or kind is Phase:
+    if kind is Decision or kind is Phase or kind is Clock:
         return dict(_encode_value_object(value))
     names = _NAMES.get(kind)
     if names is None:
@@ -203,6 +258,6 @@ def _encode(value: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=16384)
-def _encode_value_object(value: Decision | Phase) -> dict[str, Any]:
+def _encode_value_object(value: Decision | Phase | Clock) -> dict[str, Any]:
     """Decisions and phases are frozen and change far less often than the snapshot holding them."""
     return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}

@@ -66,7 +66,11 @@ def check_context(s: Snapshot | None, e: Event, today: date, policy: Policy) -> 
         errors.append(("on", f"{e.on.isoformat()} is before the patient's latest event "
                              f"({s.latest_on.isoformat()}): a late entry is placed by decide_late"))
     d = e.data
-    for field_name in ("meeting_on", "until", "for_"):
+    received = getattr(d, "received_on", None)
+    if received is not None and received > e.on:
+        errors.append(("data.received_on", f"{received.isoformat()} is after the referral's date {e.on.isoformat()}: "
+                                           "the referral is received on or before the day it is recorded as made"))
+    for field_name in ("meeting_on", "until", "for_", "ecad"):
         value = getattr(d, field_name, None)
         if value is not None and value < e.on:
             shown = "for" if field_name == "for_" else field_name

@@ -110,6 +110,17 @@ class Policy:
         }
     )
 
+    #: Cancer waiting times (NHS England CWT guidance v12.1, docs/clinical-rules.md section 3):
+    #: the target of each standard in days (C1, C2) ...
+    cwt_target_days: dict[str, int] = field(default_factory=lambda: {"62_day": 62, "31_day": 31})
+    #: ... and the share of patients each must reach, % (operational standards, C3): shown on the PTL.
+    cwt_threshold_percent: dict[str, float] = field(default_factory=lambda: {"62_day": 85.0, "31_day": 96.0})
+    #: An open clock with no treatment booked and fewer days left than this is at risk (C8).
+    clock_at_risk_days: int = 7
+    #: Upper bounds of the patient tracking list's bands of days waited on a 62-day clock (C9):
+    #: 0-28, 29-62, 63-104, over 104.
+    ptl_bands: tuple[int, ...] = (28, 62, 104)
+
     # -- derived helpers ---------------------------------------------------------------------
 
     @property
@@ -185,6 +196,14 @@ class Policy:
             value = getattr(self, f.name)
             if isinstance(value, int) and not isinstance(value, bool) and value < 0:
                 raise PolicyError(f"{origin}: {f.name} must not be negative, got {value}")
+        for standard in ("62_day", "31_day"):
+            if self.cwt_target_days.get(standard, 0) < 1:
+                raise PolicyError(f"{origin}: cwt_target_days.{standard} must be at least 1 day")
+            if not 0 <= self.cwt_threshold_percent.get(standard, 0) <= 100:
+                raise PolicyError(f"{origin}: cwt_threshold_percent.{standard} must be 0-100")
+        bands = self.ptl_bands
+        if not bands or any(b <= 0 for b in bands) or list(bands) != sorted(set(bands)):
+            raise PolicyError(f"{origin}: ptl_bands must be increasing positive day counts, e.g. [28, 62, 104]")
         for group, value in self.lead_days.items():
             if value < 0:
                 raise PolicyError(f"{origin}: lead_days.{group} must not be negative, got {value}")
@@ -192,6 +211,7 @@ class Policy:
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["surveillance_months"] = list(self.surveillance_months)
+        out["ptl_bands"] = list(self.ptl_bands)
         return out
 
 

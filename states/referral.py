@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import date
 from typing import Any
 
+from states import clocks
 from states.context import Ctx, effective_liver, plus
 from states.data import BiomarkerData, MdtDecisionData, MdtScheduledData, ReferralData
 from states.facts import Decision, Phase, Snapshot
@@ -285,7 +286,7 @@ def _num(value: float) -> str:
 
 def referral_snapshot(ctx: Ctx[ReferralData]) -> Snapshot:
     e, d = ctx.event, ctx.data
-    return Snapshot(
+    new = Snapshot(
         patient=e.patient,
         state=State.referral,
         primary=str(d.primary),
@@ -297,6 +298,7 @@ def referral_snapshot(ctx: Ctx[ReferralData]) -> Snapshot:
         mdt_seq=1,
         mdt_anchor=e.on,
     )
+    return clocks.referral_clocks(new, d, e.on, ctx.policy)
 
 
 def mdt_scheduled_effect(ctx: Ctx[MdtScheduledData], s: Snapshot, dest: State) -> Snapshot:

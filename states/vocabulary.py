@@ -276,3 +276,37 @@ class PhaseKind(StrEnum):
     conversion = "conversion"
     systemic = "systemic"
     adjuvant = "adjuvant"
+
+
+class ReferralRoute(StrEnum):
+    """`referral.route`: how the cancer was referred; the first three open a 62-day clock (NHS
+    England Cancer Waiting Times, docs/clinical-rules.md section 3)."""
+
+    urgent_suspected_cancer = "urgent_suspected_cancer"
+    screening = "screening"
+    consultant_upgrade = "consultant_upgrade"
+    known_cancer = "known_cancer"  # already diagnosed elsewhere: no 62-day clock (the default)
+
+
+SIXTY_TWO_DAY_ROUTES = frozenset(
+    {ReferralRoute.urgent_suspected_cancer, ReferralRoute.screening, ReferralRoute.consultant_upgrade})
+
+
+class ClockStandard(StrEnum):
+    """A cancer waiting-time standard (docs/contract.md section 8)."""
+
+    d62 = "62_day"  # referral received -> first definitive treatment
+    d31 = "31_day"  # decision to treat (or ECAD) -> treatment, first and subsequent
+
+
+class ClockStatus(StrEnum):
+    open = "open"  # waiting, target not passed
+    met = "met"  # treatment started on or before the target date
+    breached = "breached"  # treatment started after the target date, or still waiting after it
+    removed = "removed"  # ended without treatment (died, withdrew, discharged): not reported
+
+
+class Forecast(StrEnum):
+    on_track = "on_track"
+    at_risk = "at_risk"
+    will_breach = "will_breach"
